@@ -1,0 +1,677 @@
+//! The per-core scheduler: partitions, their run queues, turns and the
+//! choice of the next partition. See the crate docs for the model.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::fmt;
+use std::sync::Arc;
+
+use crate::config::{clamp_shares, duration_to_nanos, Fairness, PartitionParams, SchedulerConfig};
+use crate::stats::PartitionStats;
+use crate::{Nanos, DEFAULT_SHARES};
+
+/// Virtual runtime is fixed point: one nanosecond of CPU time at `s` shares
+/// adds `VR_ONE / s` units. `VR_ONE` is a multiple of every power of ten up
+/// to `MAX_SHARES`, so at 10 000 shares a 1 ns turn still adds 100 units
+/// instead of rounding to zero, and the rounding error at any valid shares
+/// value is below one unit (10⁻⁴ ns at default shares) per turn.
+const VR_ONE: u128 = 1_000_000;
+/// Units per nanosecond of CPU time at [`DEFAULT_SHARES`].
+const VR_PER_NS_AT_DEFAULT: u128 = VR_ONE / DEFAULT_SHARES as u128;
+
+/// Identifies a partition within one [`Scheduler`]: an index into its slab.
+///
+/// Keys of removed partitions are reused by later insertions, so a key is
+/// only meaningful while its partition is in the scheduler; the scheduler
+/// treats unknown keys as documented per method (mostly: no effect).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PartitionKey(usize);
+
+impl PartitionKey {
+    /// The slab index, e.g. to pack the key into task metadata.
+    pub fn index(self) -> usize {
+        self.0
+    }
+
+    /// The key with the given slab index (the inverse of
+    /// [`index`](Self::index)). Whether it names a partition is up to the
+    /// scheduler it is used with.
+    pub fn from_index(index: usize) -> Self {
+        PartitionKey(index)
+    }
+}
+
+/// A task waiting in a partition's queue, stamped with when it got there so
+/// the scheduling delay can be measured when it is handed out.
+struct Queued<T> {
+    task: T,
+    queued_at: Nanos,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Empty queue and not the current turn's: in no run structure.
+    Idle,
+    /// Non-empty queue, waiting for a turn: in `runnable` (and the ring in
+    /// round-robin mode).
+    Runnable,
+    /// Its turn is open: in no run structure until the turn ends.
+    Current,
+}
+
+struct Partition<T> {
+    params: PartitionParams,
+    /// Cached `params.latency` in nanoseconds.
+    latency_ns: Option<Nanos>,
+    stats: Arc<PartitionStats>,
+    queue: VecDeque<Queued<T>>,
+    vruntime: u128,
+    state: State,
+    /// Start of the current wait for a turn; with the latency bound it
+    /// gives the deadline that orders latency partitions.
+    became_runnable: Nanos,
+}
+
+/// The open turn.
+struct Turn {
+    key: usize,
+    /// Tasks the turn may still hand out. Fixed when the turn begins, so
+    /// tasks pushed during the turn wait for a later one.
+    remaining: usize,
+    /// Whether any task was handed out; the quota only ends a turn that
+    /// made progress, so a zero quota cannot stall the core.
+    handed_out: bool,
+    /// Poll time accumulated in this turn.
+    elapsed: Nanos,
+    /// Start of the poll in progress, if a task was handed out and its
+    /// poll has not been reported done.
+    poll_start: Option<Nanos>,
+}
+
+/// What a partition carries when it is taken out of one scheduler to be put
+/// into another (migration): its parameters, its statistics handle, its
+/// queued tasks in order, and its lag — how far its virtual runtime was
+/// ahead of the source scheduler's minimum — so it keeps its debt (but no
+/// credit) on the new core.
+pub struct DetachedPartition<T> {
+    /// The partition's parameters, with its shares as last set.
+    pub params: PartitionParams,
+    /// The partition's statistics, shared with the runtime. Its `queued`
+    /// gauge still counts the tasks in transit.
+    pub stats: Arc<PartitionStats>,
+    tasks: VecDeque<Queued<T>>,
+    lag: u128,
+}
+
+impl<T> DetachedPartition<T> {
+    /// Number of tasks it carries.
+    pub fn queued(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Its lag behind the source scheduler's minimum virtual runtime, in
+    /// nanoseconds at default shares (never negative: credit is not kept).
+    pub fn lag(&self) -> f64 {
+        self.lag as f64 / VR_PER_NS_AT_DEFAULT as f64
+    }
+
+    /// Gives up the partition and returns its queued tasks in queue order
+    /// (for example to drop them at shutdown).
+    pub fn into_tasks(self) -> Vec<T> {
+        self.tasks.into_iter().map(|q| q.task).collect()
+    }
+}
+
+impl<T> fmt::Debug for DetachedPartition<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DetachedPartition")
+            .field("params", &self.params)
+            .field("queued", &self.tasks.len())
+            .field("lag", &self.lag())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The fair scheduler of one core; see the crate docs for the model.
+///
+/// Deterministic: its decisions depend only on the calls made and the
+/// times passed in. Every task given to [`push`](Self::push) (or carried in
+/// by [`insert_detached`](Self::insert_detached)) leaves exactly once:
+/// through [`next_in_turn`](Self::next_in_turn),
+/// [`remove_partition`](Self::remove_partition) or
+/// [`drain_all`](Self::drain_all). Tasks of one partition leave in the order
+/// they were pushed.
+pub struct Scheduler<T> {
+    config: SchedulerConfig,
+    quota_ns: Nanos,
+    stall_ns: Nanos,
+    /// `2 × task_quota` in vruntime units at default shares.
+    eligibility_cap: u128,
+    slots: Vec<Option<Partition<T>>>,
+    free: Vec<usize>,
+    partitions: usize,
+    /// Runnable partitions ordered by (vruntime, key). A runnable
+    /// partition's vruntime changes only while it is current, so the key
+    /// stays valid while it is in the set.
+    runnable: BTreeSet<(u128, usize)>,
+    /// Round-robin mode only: runnable partitions in turn order.
+    ring: VecDeque<usize>,
+    /// Partitions with a latency bound; usually few or none, so scanning
+    /// them at each turn is cheaper than keeping another ordered index.
+    latency_keys: Vec<usize>,
+    turn: Option<Turn>,
+    preempt: bool,
+    /// Never decreases; the floor for partitions waking from idle when
+    /// nothing else is runnable, and the reference for migration lag.
+    min_vruntime: u128,
+    total_queued: usize,
+    /// Latest time passed in, used where a call carries no time.
+    last_now: Nanos,
+}
+
+impl<T> Scheduler<T> {
+    /// An empty scheduler with the given configuration.
+    pub fn new(config: SchedulerConfig) -> Self {
+        let quota_ns = duration_to_nanos(config.task_quota);
+        Scheduler {
+            quota_ns,
+            stall_ns: duration_to_nanos(config.stall_threshold),
+            eligibility_cap: 2 * quota_ns as u128 * VR_PER_NS_AT_DEFAULT,
+            config,
+            slots: Vec::new(),
+            free: Vec::new(),
+            partitions: 0,
+            runnable: BTreeSet::new(),
+            ring: VecDeque::new(),
+            latency_keys: Vec::new(),
+            turn: None,
+            preempt: false,
+            min_vruntime: 0,
+            total_queued: 0,
+            last_now: 0,
+        }
+    }
+
+    /// The configuration it was built with.
+    pub fn config(&self) -> &SchedulerConfig {
+        &self.config
+    }
+
+    /// Adds a new idle partition and returns its key. Its shares are
+    /// clamped into the valid range. Its virtual runtime starts at the
+    /// scheduler's current minimum, so it joins as an equal, not with
+    /// credit. `stats` is shared with the runtime, which reads it from
+    /// other threads; the scheduler resets its `queued` gauge to 0.
+    pub fn add_partition(
+        &mut self,
+        params: PartitionParams,
+        stats: Arc<PartitionStats>,
+    ) -> PartitionKey {
+        let key = self.insert_slot(params, stats, VecDeque::new(), self.min_vruntime);
+        PartitionKey(key)
+    }
+
+    /// Removes a partition and returns what it carries, or `None` for an
+    /// unknown key. If its turn is in progress, that turn ends first and is
+    /// charged (a poll still open is closed at the latest time the scheduler
+    /// has seen, so report it with [`poll_done`](Self::poll_done) first to
+    /// charge it fully). Its key may be reused by a later insertion.
+    pub fn remove_partition(&mut self, key: PartitionKey) -> Option<DetachedPartition<T>> {
+        if !self.contains(key) {
+            return None;
+        }
+        if self.current() == Some(key) {
+            self.end_turn();
+        }
+        let p = self.slots[key.0].take()?;
+        self.free.push(key.0);
+        self.partitions -= 1;
+        if p.state == State::Runnable {
+            self.runnable.remove(&(p.vruntime, key.0));
+            self.remove_from_ring(key.0);
+        }
+        if p.latency_ns.is_some() {
+            self.latency_keys.retain(|&k| k != key.0);
+        }
+        self.total_queued -= p.queue.len();
+        Some(DetachedPartition {
+            params: p.params,
+            stats: p.stats,
+            tasks: p.queue,
+            lag: p.vruntime.saturating_sub(self.min_vruntime),
+        })
+    }
+
+    /// Inserts a migrated partition and returns its new key. Its virtual
+    /// runtime becomes this scheduler's minimum plus its lag; its tasks stay
+    /// queued, in order, stamped `queued_at = now`. If it has tasks it is
+    /// runnable at once, and a latency partition requests preemption as
+    /// [`push`](Self::push) does. Migrations are not counted here (see
+    /// [`PartitionStats::add_migration`]).
+    pub fn insert_detached(&mut self, detached: DetachedPartition<T>, now: Nanos) -> PartitionKey {
+        self.observe(now);
+        let DetachedPartition {
+            params,
+            stats,
+            tasks,
+            lag,
+        } = detached;
+        let tasks: VecDeque<Queued<T>> = tasks
+            .into_iter()
+            .map(|q| Queued {
+                task: q.task,
+                queued_at: now,
+            })
+            .collect();
+        let has_tasks = !tasks.is_empty();
+        let vruntime = self.min_vruntime.saturating_add(lag);
+        let key = self.insert_slot(params, stats, tasks, vruntime);
+        if has_tasks {
+            self.make_runnable(key, now);
+            self.maybe_request_preempt(key);
+        }
+        PartitionKey(key)
+    }
+
+    /// Whether `key` names a partition in this scheduler.
+    pub fn contains(&self, key: PartitionKey) -> bool {
+        matches!(self.slots.get(key.0), Some(Some(_)))
+    }
+
+    /// Sets a partition's shares (clamped into the valid range); takes
+    /// effect from the next charge, including the open turn's. Unknown
+    /// keys are ignored.
+    pub fn set_shares(&mut self, key: PartitionKey, shares: u32) {
+        if let Some(p) = self.slot_mut(key.0) {
+            p.params.shares = clamp_shares(shares);
+        }
+    }
+
+    /// A partition's shares, or `None` for an unknown key.
+    pub fn shares(&self, key: PartitionKey) -> Option<u32> {
+        self.slot(key.0).map(|p| p.params.shares)
+    }
+
+    /// A partition's parameters, or `None` for an unknown key.
+    pub fn params(&self, key: PartitionKey) -> Option<&PartitionParams> {
+        self.slot(key.0).map(|p| &p.params)
+    }
+
+    /// A partition's statistics handle, or `None` for an unknown key.
+    pub fn stats(&self, key: PartitionKey) -> Option<&Arc<PartitionStats>> {
+        self.slot(key.0).map(|p| &p.stats)
+    }
+
+    /// Makes `task` runnable in `key`: appended to the back of its queue,
+    /// stamped `queued_at = now`.
+    ///
+    /// If the partition was idle (empty queue, not the current turn's) it
+    /// becomes runnable with vruntime `max(own, floor)`, where the floor is
+    /// the lowest vruntime among runnable partitions, or the scheduler's
+    /// monotonic minimum if none is runnable (the floor is never below that
+    /// minimum): a partition cannot bank credit by sleeping. If the partition has a latency bound, is not the current
+    /// turn's, and is eligible (see the crate docs), a preemption is
+    /// requested, so the open turn ends at the next task boundary.
+    ///
+    /// # Panics
+    ///
+    /// On an unknown key, which is a bug in the caller.
+    pub fn push(&mut self, key: PartitionKey, task: T, now: Nanos) {
+        self.observe(now);
+        let Some(p) = self.slot_mut(key.0) else {
+            panic!("fairloop-partitions: push into unknown partition {}", key.0)
+        };
+        p.queue.push_back(Queued {
+            task,
+            queued_at: now,
+        });
+        p.stats.set_queued(p.queue.len());
+        let (state, has_latency) = (p.state, p.latency_ns.is_some());
+        self.total_queued += 1;
+        if state == State::Idle {
+            let floor = match self.runnable.first() {
+                Some(&(v, _)) => v.max(self.min_vruntime),
+                None => self.min_vruntime,
+            };
+            let p = self.slot_mut(key.0).expect("checked above");
+            p.vruntime = p.vruntime.max(floor);
+            self.make_runnable(key.0, now);
+        }
+        if has_latency && state != State::Current {
+            self.maybe_request_preempt(key.0);
+        }
+    }
+
+    /// Starts the next turn and returns its partition, or `None` when
+    /// nothing is runnable. A turn still open is ended first (as by
+    /// [`end_turn`](Self::end_turn)), and the preemption request is cleared.
+    ///
+    /// The partition chosen is
+    /// 1. the eligible runnable latency partition with the earliest deadline
+    ///    (`became_runnable + latency`, ties: lowest key); else
+    /// 2. in [`Fairness::Shares`] mode, the runnable partition with the
+    ///    lowest vruntime (ties: lowest key); in [`Fairness::RoundRobin`]
+    ///    mode, the partition at the front of the ring.
+    ///
+    /// The turn may hand out at most the number of tasks queued in the
+    /// partition now (Shares mode) or exactly one (RoundRobin mode).
+    pub fn begin_turn(&mut self, now: Nanos) -> Option<PartitionKey> {
+        self.observe(now);
+        self.end_turn();
+        self.preempt = false;
+        let key = self.pick()?;
+        let p = self.slots[key].as_mut().expect("runnable partitions exist");
+        debug_assert_eq!(p.state, State::Runnable);
+        self.runnable.remove(&(p.vruntime, key));
+        p.state = State::Current;
+        let remaining = match self.config.fairness {
+            Fairness::Shares => p.queue.len(),
+            Fairness::RoundRobin => 1,
+        };
+        self.remove_from_ring(key);
+        self.turn = Some(Turn {
+            key,
+            remaining,
+            handed_out: false,
+            elapsed: 0,
+            poll_start: None,
+        });
+        Some(PartitionKey(key))
+    }
+
+    /// The next task of the open turn, or `None` when the turn is over: no
+    /// turn is open, its task allowance is used up, its partition's queue
+    /// is empty, a preemption was requested, or (Shares mode only) its
+    /// accumulated poll time reached `task_quota` (checked only after the
+    /// turn handed out at least one task). Once it returned `None` it keeps
+    /// doing so until the next turn begins.
+    ///
+    /// Records the task's scheduling delay (`now - queued_at`) in the
+    /// partition's stats and starts a poll at `now`. If the previous poll
+    /// was not reported with [`poll_done`](Self::poll_done), it is closed
+    /// at `now` first, so a caller may read the clock once per poll.
+    ///
+    /// Poll times telescope: when the time given to `poll_done` (or to
+    /// this method, closing the previous poll) is also the next poll's
+    /// start, the turn accumulates exactly the span of the times passed in.
+    /// So a caller may pass a cached time and read the real clock only
+    /// every few polls: the turn and the partition are still charged in
+    /// full, only the split between polls is coarser.
+    pub fn next_in_turn(&mut self, now: Nanos) -> Option<T> {
+        self.observe(now);
+        self.close_poll(now);
+        let turn = self.turn.as_mut()?;
+        if self.preempt
+            || turn.remaining == 0
+            || (self.config.fairness == Fairness::Shares
+                && turn.handed_out
+                && turn.elapsed >= self.quota_ns)
+        {
+            // Later calls must keep saying no, even if the quota or the
+            // preemption would no longer hold by then.
+            turn.remaining = 0;
+            return None;
+        }
+        let p = self.slots[turn.key]
+            .as_mut()
+            .expect("the current partition exists");
+        let Queued { task, queued_at } = p.queue.pop_front()?;
+        turn.remaining -= 1;
+        turn.handed_out = true;
+        turn.poll_start = Some(now);
+        self.total_queued -= 1;
+        p.stats.set_queued(p.queue.len());
+        p.stats.record_delay(now.saturating_sub(queued_at));
+        Some(task)
+    }
+
+    /// Reports that the poll of the task last handed out ended at `now`.
+    /// Its poll time (`now` minus its start) is added to the turn's
+    /// accumulated time and to the partition's stats (a poll, its busy
+    /// time, and a long poll if it exceeded `stall_threshold`). Does nothing
+    /// when no poll is in progress.
+    pub fn poll_done(&mut self, now: Nanos) {
+        self.observe(now);
+        self.close_poll(now);
+    }
+
+    /// Ends the open turn (no-op if none). The partition is charged
+    /// `turn_time × 100 / shares` of vruntime, the monotonic minimum
+    /// vruntime advances, and the partition goes to the back of the
+    /// runnables if its queue is non-empty, or becomes idle otherwise. A
+    /// poll still open is closed at the latest time the scheduler has seen.
+    pub fn end_turn(&mut self) {
+        self.close_poll(self.last_now);
+        let Some(turn) = self.turn.take() else {
+            return;
+        };
+        let p = self.slots[turn.key]
+            .as_mut()
+            .expect("the current partition exists");
+        p.vruntime += turn.elapsed as u128 * VR_ONE / p.params.shares as u128;
+        let vruntime = p.vruntime;
+        match p.queue.front() {
+            Some(front) => {
+                // Its deadline counts from when its oldest task has waited.
+                let since = front.queued_at;
+                self.make_runnable(turn.key, since);
+            }
+            None => p.state = State::Idle,
+        }
+        let floor = self.runnable.first().map_or(vruntime, |&(v, _)| v);
+        self.min_vruntime = self.min_vruntime.max(floor);
+    }
+
+    /// The partition whose turn is open.
+    pub fn current(&self) -> Option<PartitionKey> {
+        self.turn.as_ref().map(|t| PartitionKey(t.key))
+    }
+
+    /// Whether a latency partition asked to run since the open turn began;
+    /// if so, [`next_in_turn`](Self::next_in_turn) returns `None`. A cheap
+    /// flag meant to be checked between polls.
+    pub fn preempt_requested(&self) -> bool {
+        self.preempt
+    }
+
+    /// Whether any partition, the current turn's included, has a queued
+    /// task.
+    pub fn has_runnable(&self) -> bool {
+        self.total_queued > 0
+    }
+
+    /// Tasks waiting in a partition's queue (0 for an unknown key).
+    pub fn queued(&self, key: PartitionKey) -> usize {
+        self.slot(key.0).map_or(0, |p| p.queue.len())
+    }
+
+    /// Tasks waiting in all queues.
+    pub fn total_queued(&self) -> usize {
+        self.total_queued
+    }
+
+    /// Number of partitions.
+    pub fn partitions(&self) -> usize {
+        self.partitions
+    }
+
+    /// A partition's virtual runtime in nanoseconds of CPU time at default
+    /// shares (for tests and metrics), or `None` for an unknown key.
+    pub fn vruntime(&self, key: PartitionKey) -> Option<f64> {
+        self.slot(key.0)
+            .map(|p| p.vruntime as f64 / VR_PER_NS_AT_DEFAULT as f64)
+    }
+
+    /// The scheduler's monotonic minimum virtual runtime, in the units of
+    /// [`vruntime`](Self::vruntime).
+    pub fn min_vruntime(&self) -> f64 {
+        self.min_vruntime as f64 / VR_PER_NS_AT_DEFAULT as f64
+    }
+
+    /// Removes and returns every queued task of every partition (for
+    /// shutdown), ending the open turn first. Partitions stay, idle.
+    pub fn drain_all(&mut self) -> Vec<T> {
+        self.end_turn();
+        let mut out = Vec::with_capacity(self.total_queued);
+        for p in self.slots.iter_mut().flatten() {
+            out.extend(p.queue.drain(..).map(|q| q.task));
+            p.stats.set_queued(0);
+            p.state = State::Idle;
+        }
+        self.runnable.clear();
+        self.ring.clear();
+        self.total_queued = 0;
+        out
+    }
+
+    fn observe(&mut self, now: Nanos) {
+        self.last_now = self.last_now.max(now);
+    }
+
+    fn slot(&self, index: usize) -> Option<&Partition<T>> {
+        self.slots.get(index).and_then(Option::as_ref)
+    }
+
+    fn slot_mut(&mut self, index: usize) -> Option<&mut Partition<T>> {
+        self.slots.get_mut(index).and_then(Option::as_mut)
+    }
+
+    fn insert_slot(
+        &mut self,
+        mut params: PartitionParams,
+        stats: Arc<PartitionStats>,
+        queue: VecDeque<Queued<T>>,
+        vruntime: u128,
+    ) -> usize {
+        params.shares = clamp_shares(params.shares);
+        let latency_ns = params.latency.map(duration_to_nanos);
+        stats.set_queued(queue.len());
+        self.total_queued += queue.len();
+        let partition = Partition {
+            params,
+            latency_ns,
+            stats,
+            queue,
+            vruntime,
+            state: State::Idle,
+            became_runnable: 0,
+        };
+        let key = match self.free.pop() {
+            Some(k) => {
+                self.slots[k] = Some(partition);
+                k
+            }
+            None => {
+                self.slots.push(Some(partition));
+                self.slots.len() - 1
+            }
+        };
+        if latency_ns.is_some() {
+            self.latency_keys.push(key);
+        }
+        self.partitions += 1;
+        key
+    }
+
+    /// Puts a partition with a non-empty queue among the runnables.
+    fn make_runnable(&mut self, key: usize, since: Nanos) {
+        let p = self.slots[key].as_mut().expect("partition exists");
+        p.state = State::Runnable;
+        p.became_runnable = since;
+        self.runnable.insert((p.vruntime, key));
+        if self.config.fairness == Fairness::RoundRobin {
+            self.ring.push_back(key);
+        }
+    }
+
+    fn remove_from_ring(&mut self, key: usize) {
+        if self.ring.front() == Some(&key) {
+            self.ring.pop_front();
+        } else if let Some(pos) = self.ring.iter().position(|&k| k == key) {
+            self.ring.remove(pos);
+        }
+    }
+
+    /// A latency partition may jump the queue only while it has not run far
+    /// ahead of its share: its vruntime is at most `2 × task_quota` (at
+    /// default shares) above the lowest runnable vruntime. Without this cap
+    /// a flooding latency partition would starve everyone else.
+    fn eligible(&self, vruntime: u128, min: u128) -> bool {
+        vruntime <= min.saturating_add(self.eligibility_cap)
+    }
+
+    /// Requests preemption of the open turn if `key` (a runnable latency
+    /// partition that is not current) would be chosen by eligibility.
+    fn maybe_request_preempt(&mut self, key: usize) {
+        let Some(p) = self.slot(key) else { return };
+        if p.latency_ns.is_none() || p.state != State::Runnable {
+            return;
+        }
+        // The open turn's partition is not in `runnable`, but it will be
+        // when the turn ends, so it takes part in the minimum.
+        let current = self
+            .turn
+            .as_ref()
+            .and_then(|t| self.slot(t.key))
+            .map(|c| c.vruntime);
+        let first = self.runnable.first().map(|&(v, _)| v);
+        let min = match (first, current) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b).unwrap_or(p.vruntime),
+        };
+        if self.eligible(p.vruntime, min) {
+            self.preempt = true;
+        }
+    }
+
+    /// The partition the next turn belongs to.
+    fn pick(&self) -> Option<usize> {
+        let &(min, lowest) = self.runnable.first()?;
+        let mut best: Option<(Nanos, usize)> = None;
+        for &k in &self.latency_keys {
+            let p = self.slots[k].as_ref().expect("latency keys are live");
+            if p.state != State::Runnable || !self.eligible(p.vruntime, min) {
+                continue;
+            }
+            let deadline = p.became_runnable.saturating_add(p.latency_ns.unwrap_or(0));
+            match best {
+                Some(b) if b <= (deadline, k) => {}
+                _ => best = Some((deadline, k)),
+            }
+        }
+        if let Some((_, k)) = best {
+            return Some(k);
+        }
+        match self.config.fairness {
+            Fairness::Shares => Some(lowest),
+            Fairness::RoundRobin => self.ring.front().copied(),
+        }
+    }
+
+    /// Closes the poll in progress, if any, at `end`.
+    fn close_poll(&mut self, end: Nanos) {
+        let Some(turn) = self.turn.as_mut() else {
+            return;
+        };
+        let Some(start) = turn.poll_start.take() else {
+            return;
+        };
+        let t = end.saturating_sub(start);
+        turn.elapsed = turn.elapsed.saturating_add(t);
+        if let Some(Some(p)) = self.slots.get(turn.key) {
+            p.stats.record_poll(t, t > self.stall_ns);
+        }
+    }
+}
+
+impl<T> fmt::Debug for Scheduler<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scheduler")
+            .field("config", &self.config)
+            .field("partitions", &self.partitions)
+            .field("total_queued", &self.total_queued)
+            .field("current", &self.current())
+            .field("preempt", &self.preempt)
+            .field("min_vruntime", &self.min_vruntime())
+            .finish_non_exhaustive()
+    }
+}

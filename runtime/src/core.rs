@@ -1,0 +1,454 @@
+//! One core: a thread running a fair-partition reactor.
+//!
+//! The loop, the 2017 proposal's reactor made fair by CPU time:
+//!
+//! 1. *Between turns*: apply control messages, take the partitions that got
+//!    foreign work ([`CoreShared::pending`]) and move that work into the
+//!    scheduler, and fire expired timers (checked every turn, so a timer
+//!    waits behind a busy partition for one turn at most).
+//! 2. *A turn*: the scheduler picks a partition (lowest virtual runtime, or
+//!    a latency partition that just became runnable) and hands out its
+//!    tasks one poll at a time until the turn's allowance, quota or a
+//!    preemption ends it. Only the clock is read per poll (a TSC read via
+//!    `quanta`), to charge CPU time and detect long polls.
+//! 3. *Nothing runnable*: park in `epoll_wait` until IO, the next timer
+//!    (armed on a `timerfd` for sub-millisecond precision) or a wakeup from
+//!    another thread ([`crate::park`]).
+//!
+//! All of a core's state lives in [`CoreLocal`], owned by its thread and
+//! reachable from tasks through the thread-local [`crate::context::CORE`].
+//! Borrows of its `RefCell`s never span a task poll or a waker call, so a
+//! task may spawn, wake and create timers freely.
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender};
+use crossbeam_deque::Steal;
+use fairloop_partitions::{Nanos, PartitionKey, PartitionParams, Scheduler};
+
+use crate::context::CORE;
+use crate::partition::{PartitionInner, NOT_ATTACHED};
+use crate::reactor::Reactor;
+use crate::runtime::{CoreShared, Shared};
+use crate::task::{cancel_now, Task};
+use crate::timer::Timers;
+
+/// How often the load figure used by `Placement::LeastLoaded` is updated.
+const LOAD_PERIOD_NS: Nanos = 10_000_000;
+/// `current` when no turn is running.
+const NO_TURN: usize = usize::MAX;
+
+/// Messages for a core that are not task wakeups.
+pub(crate) enum Control {
+    /// A partition's shares changed.
+    SetShares(Arc<PartitionInner>),
+    /// Stop: drop every pending task of this core's partitions and exit.
+    Shutdown,
+}
+
+/// The thread-local state of one core.
+pub(crate) struct CoreLocal {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) index: usize,
+    sched: RefCell<Scheduler<Task>>,
+    /// The partition behind each scheduler key.
+    attached: RefCell<Vec<Option<Arc<PartitionInner>>>>,
+    /// Key of the partition whose turn is running.
+    current: Cell<usize>,
+    /// The clock at the end of the last poll: the timestamp of local wakes.
+    now: Cell<Nanos>,
+    clock: quanta::Clock,
+    epoch: quanta::Instant,
+    pub(crate) timers: RefCell<Timers>,
+    reactor: RefCell<Reactor>,
+    control: Receiver<Control>,
+    shutting_down: Cell<bool>,
+    /// Tasks woken during shutdown, dropped one at a time (never inside a
+    /// waker call, so destructors cannot recurse without bound).
+    graveyard: RefCell<Vec<Task>>,
+    /// Anonymous partitions whose last task ended.
+    retiring: RefCell<Vec<Arc<PartitionInner>>>,
+    load_at: Cell<Nanos>,
+    load_busy: Cell<u64>,
+}
+
+/// The body of core thread `index`.
+pub(crate) fn run(
+    shared: Arc<Shared>,
+    index: usize,
+    poll: mio::Poll,
+    control: Receiver<Control>,
+    cpu: Option<core_affinity::CoreId>,
+    ready: Sender<io::Result<()>>,
+) {
+    let pinned = cpu.is_some_and(core_affinity::set_for_current);
+    shared.cores[index]
+        .stats
+        .pinned
+        .store(pinned, Ordering::Relaxed);
+    let reactor = match Reactor::new(poll) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let clock = quanta::Clock::new();
+    let epoch = clock.now();
+    let core = Rc::new(CoreLocal {
+        sched: RefCell::new(Scheduler::new(shared.config.sched.clone())),
+        shared,
+        index,
+        attached: RefCell::new(Vec::new()),
+        current: Cell::new(NO_TURN),
+        now: Cell::new(0),
+        clock,
+        epoch,
+        timers: RefCell::new(Timers::default()),
+        reactor: RefCell::new(reactor),
+        control,
+        shutting_down: Cell::new(false),
+        graveyard: RefCell::new(Vec::new()),
+        retiring: RefCell::new(Vec::new()),
+        load_at: Cell::new(0),
+        load_busy: Cell::new(0),
+    });
+    CORE.with(|c| *c.borrow_mut() = Some(core.clone()));
+    let _ = ready.send(Ok(()));
+    drop(ready);
+    core.run_loop();
+    core.shutdown();
+    CORE.with(|c| c.borrow_mut().take());
+}
+
+impl CoreLocal {
+    fn core_shared(&self) -> &CoreShared {
+        &self.shared.cores[self.index]
+    }
+
+    /// Reads the clock and remembers it as the time of local wakes.
+    #[inline]
+    fn tick(&self) -> Nanos {
+        let now = self.clock.now().duration_since(self.epoch).as_nanos() as Nanos;
+        self.now.set(now);
+        now
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.get()
+    }
+
+    /// The partition whose task is running now, if any.
+    pub(crate) fn current_partition(&self) -> Option<Arc<PartitionInner>> {
+        match self.current.get() {
+            NO_TURN => None,
+            k => self.attached.borrow().get(k).cloned().flatten(),
+        }
+    }
+
+    /// The local path of [`crate::waker::schedule`]: takes `task` if its
+    /// partition belongs to this core, else gives it back.
+    #[inline]
+    pub(crate) fn schedule_local(&self, task: Task) -> Result<(), Task> {
+        let p = &task.metadata().partition;
+        if p.owner.load(Ordering::Acquire) != self.index || !Arc::ptr_eq(&p.shared, &self.shared) {
+            return Err(task);
+        }
+        if self.shutting_down.get() {
+            self.graveyard.borrow_mut().push(task);
+            return Ok(());
+        }
+        let key = self.key_of(p);
+        self.sched.borrow_mut().push(key, task, self.now.get());
+        Ok(())
+    }
+
+    /// The scheduler key of a partition this core owns, attaching it on
+    /// first use.
+    fn key_of(&self, p: &Arc<PartitionInner>) -> PartitionKey {
+        let slot = p.slot.load(Ordering::Relaxed);
+        if slot != NOT_ATTACHED {
+            return PartitionKey::from_index(slot);
+        }
+        let params = PartitionParams {
+            shares: p.shares.load(Ordering::Relaxed),
+            latency: p.latency,
+        };
+        let mut sched = self.sched.borrow_mut();
+        let key = sched.add_partition(params, p.stats.clone());
+        let count = sched.partitions();
+        drop(sched);
+        p.slot.store(key.index(), Ordering::Relaxed);
+        let mut attached = self.attached.borrow_mut();
+        if attached.len() <= key.index() {
+            attached.resize(key.index() + 1, None);
+        }
+        attached[key.index()] = Some(p.clone());
+        self.core_shared()
+            .stats
+            .partitions
+            .store(count as u64, Ordering::Relaxed);
+        key
+    }
+
+    /// Queues `task` of partition `p` (owned here) after a foreign wake.
+    fn push_owned(&self, p: &Arc<PartitionInner>, task: Task) {
+        if self.shutting_down.get() {
+            self.graveyard.borrow_mut().push(task);
+            return;
+        }
+        let key = self.key_of(p);
+        self.sched.borrow_mut().push(key, task, self.now.get());
+    }
+
+    /// An anonymous partition's last task ended: detach it between turns.
+    pub(crate) fn retire_later(&self, p: Arc<PartitionInner>) {
+        self.retiring.borrow_mut().push(p);
+    }
+
+    pub(crate) fn apply_shares(&self, p: &PartitionInner) {
+        let slot = p.slot.load(Ordering::Relaxed);
+        if p.owner() == self.index && slot != NOT_ATTACHED {
+            self.sched.borrow_mut().set_shares(
+                PartitionKey::from_index(slot),
+                p.shares.load(Ordering::Relaxed),
+            );
+        }
+    }
+
+    fn run_loop(&self) {
+        let cs = self.core_shared();
+        loop {
+            self.between_turns();
+            if self.shutting_down.get() {
+                return;
+            }
+            let start = self.tick();
+            let key = self.sched.borrow_mut().begin_turn(start);
+            let Some(key) = key else {
+                self.park();
+                continue;
+            };
+            self.current.set(key.index());
+            let mut now = start;
+            let mut polls = 0u64;
+            loop {
+                let task = self.sched.borrow_mut().next_in_turn(now);
+                let Some(task) = task else { break };
+                // The task future catches its own panics; this catches one
+                // from a destructor or a waker, which must not kill the core.
+                let _ = catch_unwind(AssertUnwindSafe(|| task.run()));
+                now = self.tick();
+                self.sched.borrow_mut().poll_done(now);
+                polls += 1;
+                if cs.latency_pending.load(Ordering::Relaxed) {
+                    // A latency partition got foreign work: queue it now so
+                    // the scheduler can preempt at this task boundary.
+                    self.drain_pending();
+                }
+            }
+            self.sched.borrow_mut().end_turn();
+            self.current.set(NO_TURN);
+            cs.stats.add_turn(now.saturating_sub(start), polls);
+        }
+    }
+
+    fn between_turns(&self) {
+        if !self.control.is_empty() {
+            while let Ok(msg) = self.control.try_recv() {
+                match msg {
+                    Control::SetShares(p) => self.apply_shares(&p),
+                    Control::Shutdown => self.shutting_down.set(true),
+                }
+            }
+        }
+        self.drain_pending();
+        if !self.timers.borrow().is_empty() {
+            self.fire_timers(Instant::now());
+        }
+        let now = self.now.get();
+        if !self.retiring.borrow().is_empty() {
+            self.retire_idle();
+        }
+        if now.saturating_sub(self.load_at.get()) >= LOAD_PERIOD_NS {
+            self.update_load(now);
+        }
+        self.core_shared()
+            .stats
+            .queued
+            .store(self.sched.borrow().total_queued() as u64, Ordering::Relaxed);
+    }
+
+    /// Moves foreign work (tasks in the injection queues of partitions that
+    /// announced themselves) into the scheduler.
+    fn drain_pending(&self) {
+        let cs = self.core_shared();
+        cs.latency_pending.store(false, Ordering::Relaxed);
+        let mut moved = 0u64;
+        loop {
+            match cs.pending.steal() {
+                Steal::Success(p) => {
+                    p.take_notification();
+                    loop {
+                        match p.injector.steal() {
+                            Steal::Success(task) => {
+                                moved += 1;
+                                self.push_owned(&p, task);
+                            }
+                            Steal::Empty => break,
+                            Steal::Retry => continue,
+                        }
+                    }
+                }
+                Steal::Empty => break,
+                Steal::Retry => continue,
+            }
+        }
+        if moved > 0 {
+            cs.stats.add_remote_wakes(moved);
+        }
+    }
+
+    fn fire_timers(&self, now: Instant) {
+        // Wake outside the borrow: a woken task's destructor could touch
+        // the timers.
+        let fired = self.timers.borrow_mut().expire(now);
+        for w in fired {
+            w.wake();
+        }
+    }
+
+    fn park(&self) {
+        let cs = self.core_shared();
+        let flag = cs.park_flag();
+        flag.prepare_park();
+        let has_work = !cs.pending.is_empty()
+            || !self.control.is_empty()
+            || self.sched.borrow().has_runnable()
+            || !self.retiring.borrow().is_empty();
+        if has_work {
+            flag.unpark_self();
+            return;
+        }
+        let deadline = self.timers.borrow_mut().next_deadline();
+        if deadline.is_some_and(|d| d <= Instant::now()) {
+            flag.unpark_self();
+            return;
+        }
+        cs.stats.add_park();
+        self.reactor.borrow_mut().park(deadline);
+        flag.unpark_self();
+        self.tick();
+    }
+
+    fn retire_idle(&self) {
+        let retiring = std::mem::take(&mut *self.retiring.borrow_mut());
+        for p in retiring {
+            let slot = p.slot.load(Ordering::Relaxed);
+            if p.owner() != self.index || slot == NOT_ATTACHED {
+                continue;
+            }
+            // A task may have joined since the last one ended.
+            if !p.tasks.lock().wakers.is_empty() || !p.injector.is_empty() {
+                continue;
+            }
+            let key = PartitionKey::from_index(slot);
+            let mut sched = self.sched.borrow_mut();
+            if sched.queued(key) > 0 {
+                continue;
+            }
+            let removed = sched.remove_partition(key);
+            let count = sched.partitions();
+            drop(sched);
+            p.slot.store(NOT_ATTACHED, Ordering::Relaxed);
+            self.attached.borrow_mut()[slot] = None;
+            self.core_shared()
+                .stats
+                .partitions
+                .store(count as u64, Ordering::Relaxed);
+            drop(removed);
+        }
+    }
+
+    fn update_load(&self, now: Nanos) {
+        let stats = &self.core_shared().stats;
+        let busy = stats.busy_ns();
+        let elapsed = now.saturating_sub(self.load_at.get()).max(1);
+        let frac = (busy.saturating_sub(self.load_busy.get()) as f64 / elapsed as f64).min(1.0);
+        stats.set_load(0.7 * stats.load() + 0.3 * frac);
+        self.load_at.set(now);
+        self.load_busy.set(busy);
+    }
+
+    /// Drops every pending task of the partitions this core owns: queued
+    /// ones, ones in injection queues, and ones parked anywhere (reached
+    /// through the wakers in each partition's task set, which, woken now,
+    /// land in the graveyard). Repeats until every task set is empty: a
+    /// task can be between queues for an instant when another thread is
+    /// mid-wake.
+    fn shutdown(&self) {
+        self.shutting_down.set(true);
+        self.current.set(NO_TURN);
+        let queued = self.sched.borrow_mut().drain_all();
+        self.graveyard.borrow_mut().extend(queued);
+        self.bury();
+        loop {
+            self.drain_pending();
+            let owned: Vec<_> = self
+                .shared
+                .partitions()
+                .into_iter()
+                .filter(|p| p.owner() == self.index)
+                .collect();
+            for p in &owned {
+                loop {
+                    match p.injector.steal() {
+                        Steal::Success(t) => self.graveyard.borrow_mut().push(t),
+                        Steal::Empty => break,
+                        Steal::Retry => continue,
+                    }
+                }
+                let wakers: Vec<_> = {
+                    let mut set = p.tasks.lock();
+                    set.closed = true;
+                    set.wakers.iter().map(|(_, w)| w.clone()).collect()
+                };
+                for w in wakers {
+                    w.wake();
+                }
+            }
+            self.bury();
+            let live: usize = owned.iter().map(|p| p.tasks.lock().wakers.len()).sum();
+            drop(owned);
+            if live == 0 {
+                break;
+            }
+            std::thread::yield_now();
+        }
+        self.timers.borrow_mut().clear();
+        let attached = std::mem::take(&mut *self.attached.borrow_mut());
+        for p in attached.iter().flatten() {
+            p.slot.store(NOT_ATTACHED, Ordering::Relaxed);
+        }
+    }
+
+    /// Ends the graveyard's tasks one at a time (dropping their futures);
+    /// ending one may add more.
+    fn bury(&self) {
+        loop {
+            let task = self.graveyard.borrow_mut().pop();
+            match task {
+                Some(t) => {
+                    let _ = catch_unwind(AssertUnwindSafe(move || cancel_now(t)));
+                }
+                None => break,
+            }
+        }
+    }
+}

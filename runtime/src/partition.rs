@@ -1,0 +1,492 @@
+//! Partitions: groups of tasks that share one CPU budget on one core.
+//!
+//! A partition is what the 2017 fair-scheduling proposal calls by that name:
+//! a set of tasks — and the timers they wait on — that the core's scheduler
+//! treats as one unit when it shares CPU time. Partitions on a core get CPU
+//! in proportion to their *shares* (see `fairloop-partitions`), so a flood of
+//! work in one cannot starve another.
+//!
+//! Membership is inherited: a task belongs to the partition it was spawned
+//! into for life, and everything it spawns with [`crate::spawn`] or
+//! [`crate::spawn_local`] belongs there too. [`spawn`] (the proposal's
+//! `asyncio.spawn(coro, partition=...)`) starts work in another partition.
+//!
+//! Every core has a *root* partition (unnamed, pinned) where work starts
+//! when nothing else is said. *Named* partitions live until the runtime
+//! ends; *anonymous* ones ([`PartitionSpec::anonymous`]) leave their core's
+//! scheduler when their last task ends.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_deque::Injector;
+use fairloop_partitions::{check_shares, PartitionStats, DEFAULT_SHARES};
+use parking_lot::Mutex;
+
+use crate::context::{self, with_core, Here};
+use crate::metrics::PartitionMetrics;
+use crate::runtime::Shared;
+use crate::task::{self, Cancelled, JoinError, JoinHandle, Task, TaskSet};
+
+/// Where a new partition is placed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Placement {
+    /// On the core of the task that creates it (core 0 when created from
+    /// outside the runtime's cores).
+    #[default]
+    Local,
+    /// On core `i`. Pinned unless the builder says `.pinned(false)`.
+    Core(usize),
+    /// On the core reserved under this name with
+    /// [`Builder::reserve_core`](crate::Builder::reserve_core). Pinned.
+    Reserved(String),
+    /// On the non-reserved cores in turn.
+    RoundRobin,
+    /// On the non-reserved core with the lowest recent load (busy time plus
+    /// runnable backlog); ties go to the core with fewest partitions.
+    LeastLoaded,
+}
+
+/// `slot` value of a partition that is in no scheduler.
+pub(crate) const NOT_ATTACHED: usize = usize::MAX;
+
+/// The shared state of one partition.
+pub(crate) struct PartitionInner {
+    pub(crate) id: u64,
+    pub(crate) name: Option<String>,
+    /// Leaves its core's scheduler when the last task ends.
+    pub(crate) anonymous: bool,
+    pub(crate) shares: AtomicU32,
+    pub(crate) latency: Option<Duration>,
+    pub(crate) pinned: AtomicBool,
+    /// The core whose scheduler runs this partition's tasks.
+    pub(crate) owner: AtomicUsize,
+    /// This partition's key in its owner's scheduler, or [`NOT_ATTACHED`].
+    /// Read and written only on the owner's thread.
+    pub(crate) slot: AtomicUsize,
+    /// Tasks woken or spawned from threads other than the owner's.
+    pub(crate) injector: Injector<Task>,
+    /// Whether the partition sits in its owner's `pending` queue.
+    notified: AtomicBool,
+    pub(crate) tasks: Mutex<TaskSet>,
+    pub(crate) stats: Arc<PartitionStats>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// What a new partition is made of, after validation.
+pub(crate) struct NewPartition {
+    pub(crate) id: u64,
+    pub(crate) name: Option<String>,
+    pub(crate) anonymous: bool,
+    pub(crate) shares: u32,
+    pub(crate) latency: Option<Duration>,
+    pub(crate) pinned: bool,
+    pub(crate) core: usize,
+}
+
+impl PartitionInner {
+    pub(crate) fn new(shared: Arc<Shared>, p: NewPartition) -> Self {
+        PartitionInner {
+            id: p.id,
+            name: p.name,
+            anonymous: p.anonymous,
+            shares: AtomicU32::new(p.shares),
+            latency: p.latency,
+            pinned: AtomicBool::new(p.pinned),
+            owner: AtomicUsize::new(p.core),
+            slot: AtomicUsize::new(NOT_ATTACHED),
+            injector: Injector::new(),
+            notified: AtomicBool::new(false),
+            tasks: Mutex::new(TaskSet::default()),
+            stats: Arc::new(PartitionStats::new()),
+            shared,
+        }
+    }
+
+    /// Announces this partition to its owner after a push onto
+    /// `injector`, once per batch: the flag stays set until the owner takes
+    /// the announcement ([`PartitionInner::take_notification`]) and drains.
+    pub(crate) fn notify_owner(self: &Arc<Self>) {
+        // AcqRel: the push above must be visible to whoever clears the flag.
+        if self.notified.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let core = &self.shared.cores[self.owner.load(Ordering::Acquire)];
+        if self.latency.is_some() {
+            core.latency_pending.store(true, Ordering::Release);
+        }
+        core.pending.push(self.clone());
+        core.unpark();
+    }
+
+    /// Owner side: clears the announcement before draining `injector`, so
+    /// that a push racing the drain announces the partition again.
+    pub(crate) fn take_notification(&self) {
+        self.notified.swap(false, Ordering::AcqRel);
+    }
+
+    /// `spawn_local` ties the partition to its core for good.
+    pub(crate) fn pin_for_local(&self) {
+        self.pinned.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn owner(&self) -> usize {
+        self.owner.load(Ordering::Acquire)
+    }
+
+    /// Called when the task set becomes empty: an anonymous partition then
+    /// leaves its core's scheduler (on the owner's thread, between turns).
+    pub(crate) fn on_last_task_gone(self: &Arc<Self>) {
+        if !self.anonymous {
+            return;
+        }
+        with_core(|core| {
+            if let Some(core) = core {
+                if core.index == self.owner() && Arc::ptr_eq(&core.shared, &self.shared) {
+                    core.retire_later(self.clone());
+                }
+            }
+        });
+    }
+
+    pub(crate) fn spawn<F>(self: &Arc<Self>, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        task::spawn_into(self, future, false)
+    }
+
+    pub(crate) fn metrics(&self) -> PartitionMetrics {
+        let s = self.stats.snapshot();
+        PartitionMetrics {
+            id: self.id,
+            name: self.name.clone(),
+            core: self.owner(),
+            shares: self.shares.load(Ordering::Relaxed),
+            tasks: self.tasks.lock().wakers.len(),
+            queued: s.queued + self.injector.len(),
+            polls: s.polls,
+            busy: s.busy,
+            sched_delay_p50: s.sched_delay_p50,
+            sched_delay_p99: s.sched_delay_p99,
+            sched_delay_max: s.sched_delay_max,
+            long_polls: s.long_polls,
+            migrations: s.migrations,
+        }
+    }
+}
+
+/// A handle to a partition: cheap to clone, `Send + Sync`, usable from any
+/// thread (spawning through it from outside the runtime's cores is a foreign
+/// wake of the owning core).
+#[derive(Clone)]
+pub struct Partition {
+    pub(crate) inner: Arc<PartitionInner>,
+}
+
+impl Partition {
+    /// Starts describing a new partition.
+    pub fn builder() -> PartitionBuilder {
+        PartitionBuilder::default()
+    }
+
+    /// The partition's id, unique within its runtime. Root partitions have
+    /// the ids `0..cores`.
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    /// The partition's name; `None` for root and anonymous partitions.
+    pub fn name(&self) -> Option<String> {
+        self.inner.name.clone()
+    }
+
+    /// The core that owns the partition now.
+    pub fn core(&self) -> usize {
+        self.inner.owner()
+    }
+
+    /// The partition's CPU shares (1..=10,000).
+    pub fn shares(&self) -> u32 {
+        self.inner.shares.load(Ordering::Relaxed)
+    }
+
+    /// Changes the partition's shares; the owning core applies the new
+    /// weight from its next scheduling turn on. `ErrorKind::InvalidInput`
+    /// outside 1..=10,000.
+    pub fn set_shares(&self, shares: u32) -> io::Result<()> {
+        let shares = check_shares(shares).map_err(invalid)?;
+        self.inner.shares.store(shares, Ordering::Relaxed);
+        self.inner.shared.apply_shares(&self.inner);
+        Ok(())
+    }
+
+    /// Spawns a task into this partition. Every task it spawns, and every
+    /// timer it waits on, belongs to this partition too.
+    pub fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.inner.spawn(future)
+    }
+
+    /// Moves the partition to `core`.
+    ///
+    /// `ErrorKind::InvalidInput` (with a message) for a core that does not
+    /// exist, a reserved core, or a pinned partition (built pinned, placed
+    /// on `Core`/`Reserved`, a root partition, or one that ran
+    /// `spawn_local`). Migration itself is not available in this release:
+    /// a valid request gets `ErrorKind::Unsupported`.
+    pub fn migrate_to(&self, core: usize) -> io::Result<()> {
+        self.inner.shared.check_migration(&self.inner, core)?;
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "partition migration is not available in this fairloop release",
+        ))
+    }
+
+    /// A snapshot of the partition's metrics.
+    pub fn metrics(&self) -> PartitionMetrics {
+        self.inner.metrics()
+    }
+}
+
+impl fmt::Debug for Partition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Partition")
+            .field("id", &self.inner.id)
+            .field("name", &self.inner.name)
+            .field("core", &self.core())
+            .field("shares", &self.shares())
+            .finish()
+    }
+}
+
+impl PartialEq for Partition {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl Eq for Partition {}
+
+/// Describes a partition to create with [`PartitionBuilder::build`] or
+/// [`spawn`].
+#[derive(Clone, Debug, Default)]
+pub struct PartitionBuilder {
+    pub(crate) name: Option<String>,
+    pub(crate) shares: Option<u32>,
+    pub(crate) latency: Option<Duration>,
+    pub(crate) placement: Option<Placement>,
+    pub(crate) pinned: Option<bool>,
+}
+
+impl PartitionBuilder {
+    /// A name, unique within the runtime; [`get`] finds the partition by it.
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = Some(name.to_owned());
+        self
+    }
+
+    /// CPU shares, 1..=10,000 (default 100): on a busy core, partitions get
+    /// CPU time in proportion to their shares.
+    pub fn shares(mut self, shares: u32) -> Self {
+        self.shares = Some(shares);
+        self
+    }
+
+    /// A latency bound: once runnable, the partition starts running within
+    /// `d` even while other partitions on its core are busy (as long as its
+    /// own polls and those of the others are short, and it does not use far
+    /// more than its share).
+    pub fn latency(mut self, d: Duration) -> Self {
+        self.latency = Some(d);
+        self
+    }
+
+    /// Where to place the partition (default: the runtime's default
+    /// placement, which defaults to [`Placement::Local`]).
+    pub fn placement(mut self, p: Placement) -> Self {
+        self.placement = Some(p);
+        self
+    }
+
+    /// Whether the partition must stay on its core (default: `true` for
+    /// `Core` and `Reserved` placement, else `false`).
+    pub fn pinned(mut self, yes: bool) -> Self {
+        self.pinned = Some(yes);
+        self
+    }
+
+    /// Creates the partition in the runtime the caller runs in.
+    ///
+    /// `ErrorKind::InvalidInput` with a message for: a name already taken,
+    /// shares outside 1..=10,000, a core that does not exist, a reserved
+    /// core named by `Core(i)`, an unknown reservation, or a call from a
+    /// thread that no fairloop runtime runs.
+    pub fn build(self) -> io::Result<Partition> {
+        let here = context::here().ok_or_else(|| {
+            invalid(
+                "Partition::builder().build() must be called inside a fairloop runtime \
+                 (from a task or a spawn_blocking closure)",
+            )
+        })?;
+        let (shared, core) = here_shared(&here);
+        let inner = shared.create_partition(self, core, false)?;
+        Ok(Partition { inner })
+    }
+}
+
+/// Which partition [`spawn`] starts its task in.
+#[derive(Clone, Debug)]
+pub struct PartitionSpec(SpecKind);
+
+#[derive(Clone, Debug)]
+enum SpecKind {
+    Named(String),
+    Builder(PartitionBuilder),
+    Existing(Partition),
+    Anonymous,
+}
+
+impl PartitionSpec {
+    /// A fresh, unnamed partition that ends with its tasks.
+    pub fn anonymous() -> Self {
+        PartitionSpec(SpecKind::Anonymous)
+    }
+}
+
+impl From<&str> for PartitionSpec {
+    /// Join the partition with this name, creating it (with default
+    /// settings) if it does not exist.
+    fn from(name: &str) -> Self {
+        PartitionSpec(SpecKind::Named(name.to_owned()))
+    }
+}
+
+impl From<String> for PartitionSpec {
+    /// Join the partition with this name, creating it if needed.
+    fn from(name: String) -> Self {
+        PartitionSpec(SpecKind::Named(name))
+    }
+}
+
+impl From<&String> for PartitionSpec {
+    /// Join the partition with this name, creating it if needed.
+    fn from(name: &String) -> Self {
+        PartitionSpec(SpecKind::Named(name.clone()))
+    }
+}
+
+impl From<PartitionBuilder> for PartitionSpec {
+    /// Create this partition (an error if its name is taken).
+    fn from(b: PartitionBuilder) -> Self {
+        PartitionSpec(SpecKind::Builder(b))
+    }
+}
+
+impl From<Partition> for PartitionSpec {
+    fn from(p: Partition) -> Self {
+        PartitionSpec(SpecKind::Existing(p))
+    }
+}
+
+impl From<&Partition> for PartitionSpec {
+    fn from(p: &Partition) -> Self {
+        PartitionSpec(SpecKind::Existing(p.clone()))
+    }
+}
+
+/// Spawns `future` into the partition `spec` names: the proposal's
+/// `asyncio.spawn(coro, partition=...)`.
+///
+/// Everything the task spawns stays in that partition. If the partition
+/// cannot be created (a bad builder, a name taken by `PartitionBuilder`),
+/// the returned handle fails with a [`JoinError`] that
+/// [`is_cancelled`](JoinError::is_cancelled) and whose message says why.
+///
+/// # Panics
+/// When called from a thread that no fairloop runtime runs.
+pub fn spawn<F>(spec: impl Into<PartitionSpec>, future: F) -> JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let spec = spec.into();
+    let here = context::here().unwrap_or_else(|| outside_runtime("fairloop::partition::spawn"));
+    if let Here::Core {
+        shutting_down: true,
+        ..
+    } = here
+    {
+        return JoinHandle::refused(JoinError::cancelled(Cancelled::Shutdown));
+    }
+    let (shared, core) = here_shared(&here);
+    let partition = match spec.0 {
+        SpecKind::Existing(p) => Ok(p.inner),
+        SpecKind::Named(name) => shared.named_partition(&name, core),
+        SpecKind::Builder(b) => shared.create_partition(b, core, false),
+        SpecKind::Anonymous => shared.create_partition(PartitionBuilder::default(), core, true),
+    };
+    match partition {
+        Ok(p) => p.spawn(future),
+        Err(e) => JoinHandle::refused(JoinError::cancelled(Cancelled::Refused(e.to_string()))),
+    }
+}
+
+/// The partition of the calling task (or of the task that started the
+/// calling `spawn_blocking` closure).
+///
+/// # Panics
+/// When called from a thread that no fairloop runtime runs, or on a core
+/// thread outside any task.
+pub fn current() -> Partition {
+    match context::here() {
+        Some(Here::Core {
+            partition: Some(p), ..
+        })
+        | Some(Here::Blocking { partition: p }) => Partition { inner: p },
+        _ => outside_runtime("fairloop::partition::current"),
+    }
+}
+
+/// The partition named `name` in the caller's runtime; `None` if there is
+/// none, or if the caller runs under no fairloop runtime.
+pub fn get(name: &str) -> Option<Partition> {
+    let here = context::here()?;
+    let (shared, _) = here_shared(&here);
+    shared
+        .partition_by_name(name)
+        .map(|inner| Partition { inner })
+}
+
+/// The runtime and the core to use for `Placement::Local`.
+fn here_shared(here: &Here) -> (Arc<Shared>, usize) {
+    match here {
+        Here::Core { shared, core, .. } => (shared.clone(), *core),
+        Here::Blocking { partition } => (partition.shared.clone(), partition.owner()),
+    }
+}
+
+#[cold]
+#[track_caller]
+pub(crate) fn outside_runtime(what: &str) -> ! {
+    panic!(
+        "{what} called outside a fairloop runtime: call it from a task (inside Runtime::block_on, \
+         Runtime::spawn, ...) or from a spawn_blocking closure"
+    )
+}
+
+pub(crate) fn invalid(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, msg.into())
+}
+
+pub(crate) fn default_shares() -> u32 {
+    DEFAULT_SHARES
+}

@@ -1,0 +1,108 @@
+//! The IO half of a core: its `mio::Poll`, its wakeup eventfd and its
+//! timer fd.
+//!
+//! `epoll_wait` takes its timeout in whole milliseconds, which would make
+//! every timer up to a millisecond late. So a core that parks with a timer
+//! pending arms a `timerfd` (nanosecond resolution, `CLOCK_MONOTONIC`, the
+//! clock behind `std::time::Instant`) for the earliest deadline and blocks
+//! with no timeout; the timerfd's readiness ends the wait on time.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use rustix::time::{
+    timerfd_create, timerfd_settime, Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags,
+    Timespec,
+};
+
+/// The token of each core's `mio::Waker`.
+pub(crate) const WAKER_TOKEN: Token = Token(0);
+const TIMER_TOKEN: Token = Token(1);
+
+pub(crate) struct Reactor {
+    poll: Poll,
+    events: Events,
+    timerfd: OwnedFd,
+    /// The deadline the timerfd is armed for.
+    armed: Option<Instant>,
+}
+
+impl Reactor {
+    pub(crate) fn new(poll: Poll) -> io::Result<Self> {
+        let timerfd = timerfd_create(
+            TimerfdClockId::Monotonic,
+            TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC,
+        )?;
+        poll.registry().register(
+            &mut SourceFd(&timerfd.as_raw_fd()),
+            TIMER_TOKEN,
+            Interest::READABLE,
+        )?;
+        Ok(Reactor {
+            poll,
+            events: Events::with_capacity(256),
+            timerfd,
+            armed: None,
+        })
+    }
+
+    /// Blocks until a wakeup, or until `deadline` if there is one.
+    pub(crate) fn park(&mut self, deadline: Option<Instant>) {
+        if let Err(e) = self.arm(deadline) {
+            // Without the timerfd, fall back to epoll's own (millisecond)
+            // timeout rather than sleeping past the deadline.
+            let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            debug_assert!(false, "timerfd_settime failed: {e}");
+            self.wait(timeout);
+            return;
+        }
+        self.wait(None);
+    }
+
+    fn wait(&mut self, timeout: Option<Duration>) {
+        match self.poll.poll(&mut self.events, timeout) {
+            Ok(()) => {}
+            // A signal, or a transient failure: the core looks at its queues
+            // and parks again.
+            Err(_) => return,
+        }
+        for event in self.events.iter() {
+            if event.token() == TIMER_TOKEN {
+                // Consume the expiration count so the fd can signal again.
+                let mut buf = [0u8; 8];
+                let _ = rustix::io::read(&self.timerfd, &mut buf);
+                self.armed = None;
+            }
+        }
+    }
+
+    fn arm(&mut self, deadline: Option<Instant>) -> io::Result<()> {
+        if deadline == self.armed {
+            return Ok(());
+        }
+        let value = match deadline {
+            // A zero it_value disarms the timer, so an already-due deadline
+            // becomes one nanosecond.
+            Some(d) => d
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_nanos(1)),
+            None => Duration::ZERO,
+        };
+        let spec = Itimerspec {
+            it_interval: Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: Timespec {
+                tv_sec: value.as_secs() as _,
+                tv_nsec: value.subsec_nanos() as _,
+            },
+        };
+        timerfd_settime(&self.timerfd, TimerfdTimerFlags::empty(), &spec)?;
+        self.armed = deadline;
+        Ok(())
+    }
+}

@@ -1,0 +1,396 @@
+//! Tasks: spawning, joining, aborting, and the errors a join reports.
+//!
+//! A task is an [`async_task`] allocation whose metadata ([`TaskMeta`])
+//! carries a pointer to the task's partition, so scheduling a woken task
+//! needs no lookup. Each task's future is wrapped in [`TaskFuture`], which
+//!
+//! * catches a panic and turns it into a [`JoinError`] (a panic never takes
+//!   its core or its partition down),
+//! * honours [`JoinHandle::abort`] at the next poll, and
+//! * on drop, deregisters the task from its partition's set of live tasks —
+//!   the set the runtime walks at shutdown to drop every pending future.
+
+use std::any::Any;
+use std::fmt;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use async_task::Runnable;
+use parking_lot::Mutex;
+use slab::Slab;
+
+use crate::partition::PartitionInner;
+use crate::waker;
+
+/// The per-task header stored by `async-task` next to the future.
+pub(crate) struct TaskMeta {
+    pub(crate) partition: Arc<PartitionInner>,
+    /// `RUNNING`, or why the task must stop at its next poll.
+    cancel: AtomicU8,
+    /// Index in the partition's [`TaskSet`]; `usize::MAX` until registered.
+    key: AtomicUsize,
+}
+
+pub(crate) type Task = Runnable<TaskMeta>;
+
+const RUNNING: u8 = 0;
+const ABORTED: u8 = 1;
+const SHUT_DOWN: u8 = 2;
+
+/// Ends a task that must not run any more, on the calling thread: its next
+/// poll returns a cancellation without touching the future, which
+/// `async-task` then drops. Going through `run` rather than dropping the
+/// `Runnable` matters: the task then completes with an output, so its
+/// `JoinHandle` reports `is_cancelled()` instead of finding no output.
+pub(crate) fn cancel_now(task: Task) {
+    task.metadata().cancel.store(SHUT_DOWN, Ordering::Release);
+    task.run();
+}
+
+/// The live tasks of one partition: a waker for each, so that shutdown can
+/// reach tasks that no queue holds (parked on a timer, in a reference
+/// cycle, or waiting on a waker nobody will ever call).
+#[derive(Default)]
+pub(crate) struct TaskSet {
+    pub(crate) wakers: Slab<Waker>,
+    /// Set at shutdown: no task may join the partition afterwards.
+    pub(crate) closed: bool,
+}
+
+pin_project_lite::pin_project! {
+    /// A task's future as the runtime polls it.
+    struct TaskFuture<'a, F> {
+        meta: &'a TaskMeta,
+        #[pin]
+        future: F,
+        // Declared last so that it runs after the future's own destructor:
+        // the task counts as live while its destructor runs.
+        guard: Deregister<'a>,
+    }
+}
+
+impl<F: Future> Future for TaskFuture<'_, F> {
+    type Output = Result<F::Output, JoinError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.meta.cancel.load(Ordering::Acquire) {
+            RUNNING => {}
+            ABORTED => return Poll::Ready(Err(JoinError::cancelled(Cancelled::Aborted))),
+            _ => return Poll::Ready(Err(JoinError::cancelled(Cancelled::Shutdown))),
+        }
+        let future = this.future;
+        match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Err(payload) => Poll::Ready(Err(JoinError::panic(payload))),
+        }
+    }
+}
+
+struct Deregister<'a>(&'a TaskMeta);
+
+impl Drop for Deregister<'_> {
+    fn drop(&mut self) {
+        let key = self.0.key.load(Ordering::Acquire);
+        if key == usize::MAX {
+            return;
+        }
+        let partition = &self.0.partition;
+        let now_empty = {
+            let mut set = partition.tasks.lock();
+            set.wakers.try_remove(key);
+            set.wakers.is_empty()
+        };
+        if now_empty {
+            partition.on_last_task_gone();
+        }
+    }
+}
+
+/// Spawns `future` into `partition`.
+///
+/// `local` tasks may be `!Send`: the caller guarantees that `partition` is
+/// pinned to the calling core thread, so the task is only ever polled and
+/// dropped there.
+pub(crate) fn spawn_into<F>(
+    partition: &Arc<PartitionInner>,
+    future: F,
+    local: bool,
+) -> JoinHandle<F::Output>
+where
+    F: Future + 'static,
+{
+    let meta = TaskMeta {
+        partition: partition.clone(),
+        cancel: AtomicU8::new(RUNNING),
+        key: AtomicUsize::new(usize::MAX),
+    };
+    // SAFETY: `spawn_unchecked` requires, for a future that is not `Send`,
+    // that its `Runnable` is used and dropped on the thread that created it:
+    // callers pass non-`Send` futures only with `local = true`, whose
+    // partition is pinned to this core thread; every `Runnable` of a pinned
+    // partition is routed to, run on and (at shutdown) dropped on that
+    // thread (see `waker::schedule` and `CoreLocal::shutdown`). Callers with
+    // `local = false` pass `Send` futures (enforced by the public `spawn`
+    // bounds). The future borrows only the task's metadata, which
+    // `async-task` keeps alive for as long as the future exists. The
+    // schedule function is `Send + Sync + 'static`.
+    let (runnable, task) = unsafe {
+        async_task::Builder::new()
+            .metadata(meta)
+            .spawn_unchecked(wrap(future), waker::schedule)
+    };
+    if local {
+        partition.pin_for_local();
+    }
+    {
+        let mut set = partition.tasks.lock();
+        // Checking the runtime's flag under the set's lock closes the race
+        // with shutdown: a core that starts shutting down after this check
+        // finds the task in the set and drops it.
+        if set.closed || partition.shared.is_closed() {
+            drop(set);
+            cancel_now(runnable);
+            return JoinHandle::from_task(task);
+        }
+        let key = set.wakers.insert(runnable.waker());
+        runnable.metadata().key.store(key, Ordering::Release);
+    }
+    runnable.schedule();
+    JoinHandle::from_task(task)
+}
+
+/// The constructor of a task's future, borrowing the task's metadata.
+fn wrap<'a, F: Future + 'a>(future: F) -> impl FnOnce(&'a TaskMeta) -> TaskFuture<'a, F> {
+    move |meta| TaskFuture {
+        meta,
+        future,
+        guard: Deregister(meta),
+    }
+}
+
+/// An owned permission to await a task's output.
+///
+/// `JoinHandle<T>` is a `Future<Output = Result<T, JoinError>>`. Dropping it
+/// *detaches* the task (it keeps running); [`abort`](JoinHandle::abort)
+/// cancels it at its next poll. If the runtime shuts down first, or the
+/// task was spawned after shutdown began, the join reports a [`JoinError`]
+/// that [`is_cancelled`](JoinError::is_cancelled).
+#[must_use = "a JoinHandle detaches its task when dropped; call .detach() to say so"]
+pub struct JoinHandle<T> {
+    task: Option<async_task::Task<Result<T, JoinError>, TaskMeta>>,
+    /// Set instead of `task` when spawning was refused outright.
+    refused: Option<JoinError>,
+}
+
+impl<T> JoinHandle<T> {
+    fn from_task(task: async_task::Task<Result<T, JoinError>, TaskMeta>) -> Self {
+        JoinHandle {
+            task: Some(task),
+            refused: None,
+        }
+    }
+
+    /// A handle whose join fails at once with `error`.
+    pub(crate) fn refused(error: JoinError) -> Self {
+        JoinHandle {
+            task: None,
+            refused: Some(error),
+        }
+    }
+
+    /// Cancels the task: its future is dropped at its next poll, and a join
+    /// reports [`JoinError::is_cancelled`]. Does nothing if the task already
+    /// finished. Safe to call from any thread, any number of times.
+    pub fn abort(&self) {
+        let Some(task) = &self.task else { return };
+        let meta = task.metadata();
+        let _ = meta
+            .cancel
+            .compare_exchange(RUNNING, ABORTED, Ordering::AcqRel, Ordering::Acquire);
+        let key = meta.key.load(Ordering::Acquire);
+        if key == usize::MAX {
+            return;
+        }
+        // The task may be parked on a waker nobody will call: wake it so it
+        // gets polled and sees the flag. If the slot was reused by another
+        // task of the partition, that task sees a harmless spurious wake.
+        let waker = meta.partition.tasks.lock().wakers.get(key).cloned();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Whether the task has finished (completed, panicked or been
+    /// cancelled); awaiting the handle then does not wait.
+    pub fn is_finished(&self) -> bool {
+        match &self.task {
+            Some(t) => t.is_finished(),
+            None => true,
+        }
+    }
+
+    /// Lets the task run to completion with nobody waiting for it (the same
+    /// as dropping the handle, but says so).
+    pub fn detach(mut self) {
+        if let Some(t) = self.task.take() {
+            t.detach();
+        }
+    }
+}
+
+impl<T> Drop for JoinHandle<T> {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.detach();
+        }
+    }
+}
+
+impl<T> Future for JoinHandle<T> {
+    type Output = Result<T, JoinError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        match &mut this.task {
+            // Every task completes with an output: cancellation goes through
+            // `cancel_now`, never through dropping a `Runnable`.
+            Some(task) => match Pin::new(task).poll(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(result) => {
+                    this.task = None;
+                    Poll::Ready(result)
+                }
+            },
+            None => match this.refused.take() {
+                Some(e) => Poll::Ready(Err(e)),
+                None => panic!("JoinHandle polled after it returned Ready"),
+            },
+        }
+    }
+}
+
+impl<T> fmt::Debug for JoinHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinHandle")
+            .field("finished", &self.is_finished())
+            .finish()
+    }
+}
+
+/// Why a task was cancelled.
+#[derive(Debug, Clone)]
+pub(crate) enum Cancelled {
+    Aborted,
+    Shutdown,
+    Refused(String),
+}
+
+enum Repr {
+    Cancelled(Cancelled),
+    // A Mutex makes the `Send` payload `Sync`, so `JoinError` can travel in
+    // `io::Error` and across threads.
+    Panic(Mutex<Box<dyn Any + Send + 'static>>),
+}
+
+/// Why awaiting a [`JoinHandle`] gave no value: the task panicked, or it was
+/// cancelled (aborted, or dropped by a runtime shutdown).
+pub struct JoinError {
+    repr: Repr,
+}
+
+impl JoinError {
+    pub(crate) fn cancelled(why: Cancelled) -> Self {
+        JoinError {
+            repr: Repr::Cancelled(why),
+        }
+    }
+
+    pub(crate) fn panic(payload: Box<dyn Any + Send + 'static>) -> Self {
+        JoinError {
+            repr: Repr::Panic(Mutex::new(payload)),
+        }
+    }
+
+    /// The task panicked; [`into_panic`](JoinError::into_panic) returns the
+    /// payload.
+    pub fn is_panic(&self) -> bool {
+        matches!(self.repr, Repr::Panic(_))
+    }
+
+    /// The task was aborted, dropped by runtime shutdown, or never started
+    /// because spawning was refused.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self.repr, Repr::Cancelled(_))
+    }
+
+    /// The panic payload, for `std::panic::resume_unwind`.
+    ///
+    /// # Panics
+    /// If the error is not a panic ([`is_panic`](JoinError::is_panic) is false).
+    pub fn into_panic(self) -> Box<dyn Any + Send + 'static> {
+        self.try_into_panic()
+            .unwrap_or_else(|e| panic!("JoinError::into_panic on a non-panic error: {e}"))
+    }
+
+    /// The panic payload, or the error back if it is not a panic.
+    pub fn try_into_panic(self) -> Result<Box<dyn Any + Send + 'static>, JoinError> {
+        match self.repr {
+            Repr::Panic(p) => Ok(p.into_inner()),
+            repr => Err(JoinError { repr }),
+        }
+    }
+
+    fn panic_message(&self) -> Option<String> {
+        match &self.repr {
+            Repr::Panic(p) => {
+                let p = p.lock();
+                p.downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+            }
+            Repr::Cancelled(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.repr {
+            Repr::Cancelled(Cancelled::Aborted) => f.write_str("task was aborted"),
+            Repr::Cancelled(Cancelled::Shutdown) => {
+                f.write_str("task was cancelled: its runtime shut down before it completed")
+            }
+            Repr::Cancelled(Cancelled::Refused(why)) => write!(f, "task was not started: {why}"),
+            Repr::Panic(_) => match self.panic_message() {
+                Some(m) => write!(f, "task panicked: {m}"),
+                None => f.write_str("task panicked"),
+            },
+        }
+    }
+}
+
+impl fmt::Debug for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.repr {
+            Repr::Cancelled(why) => f.debug_tuple("JoinError::Cancelled").field(why).finish(),
+            Repr::Panic(_) => f
+                .debug_tuple("JoinError::Panic")
+                .field(&self.panic_message())
+                .finish(),
+        }
+    }
+}
+
+impl std::error::Error for JoinError {}
+
+impl From<JoinError> for std::io::Error {
+    fn from(e: JoinError) -> Self {
+        std::io::Error::other(e)
+    }
+}

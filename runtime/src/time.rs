@@ -1,0 +1,248 @@
+//! Timers: [`sleep`], [`sleep_until`], [`timeout`], [`interval`].
+//!
+//! Each core keeps its own timers (see the crate's `timer` module). A timer
+//! belongs to the task that awaits it, and so to that task's partition:
+//! when it fires, the task is woken in its own partition. On an idle core a
+//! timer fires within a few microseconds of its deadline (a `timerfd`, not
+//! epoll's millisecond timeout, ends the wait); on a busy core it fires at
+//! the next turn boundary, at most one scheduling turn (`task_quota`, 500 µs
+//! by default, plus the poll in progress) late.
+//!
+//! The futures here must be polled by a task of a fairloop runtime; polling
+//! one elsewhere panics with a message that says so.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use crate::context::with_core;
+use crate::timer::TimerShared;
+
+/// Waits until `duration` has passed.
+pub fn sleep(duration: Duration) -> Sleep {
+    let now = Instant::now();
+    // Saturate instead of panicking on absurd durations.
+    let deadline = now.checked_add(duration).unwrap_or_else(far_future);
+    Sleep::new(deadline)
+}
+
+/// Waits until `deadline`. A deadline in the past completes at once.
+pub fn sleep_until(deadline: Instant) -> Sleep {
+    Sleep::new(deadline)
+}
+
+fn far_future() -> Instant {
+    // About 30 years: beyond any realistic uptime, well inside Instant's range.
+    Instant::now() + Duration::from_secs(86_400 * 365 * 30)
+}
+
+/// The future of [`sleep`] and [`sleep_until`].
+///
+/// It registers with the timers of the core that first polls it. Dropping it
+/// before it fires cancels the timer in O(1).
+#[must_use = "futures do nothing unless awaited"]
+pub struct Sleep {
+    deadline: Instant,
+    timer: Option<Arc<TimerShared>>,
+}
+
+impl Sleep {
+    fn new(deadline: Instant) -> Self {
+        Sleep {
+            deadline,
+            timer: None,
+        }
+    }
+
+    /// When the sleep completes.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Whether the deadline has passed.
+    pub fn is_elapsed(&self) -> bool {
+        Instant::now() >= self.deadline
+    }
+
+    /// Moves the deadline (earlier or later), as if newly created.
+    pub fn reset(&mut self, deadline: Instant) {
+        self.cancel();
+        self.deadline = deadline;
+    }
+
+    fn cancel(&mut self) {
+        if let Some(t) = self.timer.take() {
+            t.cancelled.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Future for Sleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if let Some(t) = &self.timer {
+            if t.fired.load(Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            t.waker.register(cx.waker());
+            // The core may have fired between the check and the register.
+            return if t.fired.load(Ordering::Acquire) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            };
+        }
+        if Instant::now() >= self.deadline {
+            return Poll::Ready(());
+        }
+        let timer = Arc::new(TimerShared::default());
+        timer.waker.register(cx.waker());
+        let deadline = self.deadline;
+        with_core(|core| match core {
+            Some(core) => core.timers.borrow_mut().insert(deadline, timer.clone()),
+            None => crate::partition::outside_runtime("polling fairloop::time::Sleep"),
+        });
+        self.timer = Some(timer);
+        Poll::Pending
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
+impl fmt::Debug for Sleep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sleep")
+            .field("deadline", &self.deadline)
+            .finish()
+    }
+}
+
+/// Runs `future` for at most `duration`: `Err(Elapsed)` if it has not
+/// completed by then (the future is dropped with the `Timeout`).
+pub fn timeout<F: Future>(duration: Duration, future: F) -> Timeout<F> {
+    Timeout {
+        future,
+        sleep: sleep(duration),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`timeout`].
+    #[must_use = "futures do nothing unless awaited"]
+    pub struct Timeout<F> {
+        #[pin]
+        future: F,
+        sleep: Sleep,
+    }
+}
+
+impl<F: Future> Future for Timeout<F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        // The future first: one that is ready at the deadline still wins.
+        if let Poll::Ready(v) = this.future.poll(cx) {
+            return Poll::Ready(Ok(v));
+        }
+        match Pin::new(this.sleep).poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(Elapsed(()))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// The error of a [`timeout`] whose deadline passed first.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Elapsed(());
+
+impl fmt::Debug for Elapsed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Elapsed")
+    }
+}
+
+impl fmt::Display for Elapsed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("deadline has elapsed")
+    }
+}
+
+impl std::error::Error for Elapsed {}
+
+impl From<Elapsed> for io::Error {
+    fn from(e: Elapsed) -> Self {
+        io::Error::new(io::ErrorKind::TimedOut, e)
+    }
+}
+
+/// A stream of instants `period` apart; the first tick completes at once.
+///
+/// # Panics
+/// If `period` is zero.
+pub fn interval(period: Duration) -> Interval {
+    interval_at(Instant::now(), period)
+}
+
+/// Like [`interval`], with the first tick at `start`.
+///
+/// # Panics
+/// If `period` is zero.
+pub fn interval_at(start: Instant, period: Duration) -> Interval {
+    assert!(
+        !period.is_zero(),
+        "fairloop::time::interval: the period must be non-zero"
+    );
+    Interval {
+        period,
+        next: start,
+    }
+}
+
+/// Ticks at a fixed period. Ticks missed because the task was busy are
+/// skipped (the next tick is the next multiple of `period` after now), so
+/// a stalled interval does not fire a burst to catch up.
+#[derive(Debug)]
+pub struct Interval {
+    period: Duration,
+    next: Instant,
+}
+
+impl Interval {
+    /// Waits for the next tick and returns the instant it was scheduled
+    /// for (compare it with `Instant::now()` to measure lateness).
+    pub async fn tick(&mut self) -> Instant {
+        let scheduled = self.next;
+        sleep_until(scheduled).await;
+        let now = Instant::now();
+        let mut next = scheduled + self.period;
+        if next <= now {
+            let behind = now.duration_since(scheduled);
+            let periods =
+                (behind.as_nanos() / self.period.as_nanos()).min(u32::MAX as u128 - 1) as u32 + 1;
+            next = scheduled + self.period * periods;
+        }
+        self.next = next;
+        scheduled
+    }
+
+    /// The period.
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+
+    /// Makes the next tick one period from now.
+    pub fn reset(&mut self) {
+        self.next = Instant::now() + self.period;
+    }
+}
