@@ -37,7 +37,7 @@ use crate::partition::{PartitionInner, NOT_ATTACHED};
 use crate::reactor::Reactor;
 use crate::runtime::{CoreShared, Shared};
 use crate::task::{cancel_now, Task};
-use crate::timer::Timers;
+use crate::timer::{TimerShared, Timers};
 
 /// How often the load figure used by `Placement::LeastLoaded` is updated.
 const LOAD_PERIOD_NS: Nanos = 10_000_000;
@@ -65,7 +65,15 @@ pub(crate) struct CoreLocal {
     now: Cell<Nanos>,
     clock: quanta::Clock,
     epoch: quanta::Instant,
-    pub(crate) timers: RefCell<Timers>,
+    timers: RefCell<Timers>,
+    /// When the earliest timer is due, on this core's clock: checked after
+    /// every poll, so a due timer (and the latency partition it wakes) need
+    /// not wait for the turn to end.
+    timer_due: Cell<Nanos>,
+    /// A recent reading of both clocks, to translate timer deadlines
+    /// (`std::time::Instant`) to the core's clock; re-taken periodically so
+    /// the two cannot drift apart.
+    anchor: Cell<(Instant, Nanos)>,
     reactor: RefCell<Reactor>,
     control: Receiver<Control>,
     shutting_down: Cell<bool>,
@@ -111,6 +119,8 @@ pub(crate) fn run(
         clock,
         epoch,
         timers: RefCell::new(Timers::default()),
+        timer_due: Cell::new(Nanos::MAX),
+        anchor: Cell::new((Instant::now(), 0)),
         reactor: RefCell::new(reactor),
         control,
         shutting_down: Cell::new(false),
@@ -138,6 +148,23 @@ impl CoreLocal {
         let now = self.clock.now().duration_since(self.epoch).as_nanos() as Nanos;
         self.now.set(now);
         now
+    }
+
+    /// Registers a timer of the running task.
+    pub(crate) fn add_timer(&self, deadline: Instant, timer: Arc<TimerShared>) {
+        self.timers.borrow_mut().insert(deadline, timer);
+        let due = self.to_core_time(deadline);
+        if due < self.timer_due.get() {
+            self.timer_due.set(due);
+        }
+    }
+
+    fn to_core_time(&self, t: Instant) -> Nanos {
+        let (instant, nanos) = self.anchor.get();
+        match t.checked_duration_since(instant) {
+            Some(d) => nanos.saturating_add(d.as_nanos() as Nanos),
+            None => nanos.saturating_sub(instant.duration_since(t).as_nanos() as Nanos),
+        }
     }
 
     pub(crate) fn is_shutting_down(&self) -> bool {
@@ -247,6 +274,9 @@ impl CoreLocal {
                 now = self.tick();
                 self.sched.borrow_mut().poll_done(now);
                 polls += 1;
+                if now >= self.timer_due.get() {
+                    self.fire_timers(Instant::now());
+                }
                 if cs.latency_pending.load(Ordering::Relaxed) {
                     // A latency partition got foreign work: queue it now so
                     // the scheduler can preempt at this task boundary.
@@ -269,10 +299,10 @@ impl CoreLocal {
             }
         }
         self.drain_pending();
-        if !self.timers.borrow().is_empty() {
+        let now = self.now.get();
+        if now >= self.timer_due.get() {
             self.fire_timers(Instant::now());
         }
-        let now = self.now.get();
         if !self.retiring.borrow().is_empty() {
             self.retire_idle();
         }
@@ -318,7 +348,13 @@ impl CoreLocal {
     fn fire_timers(&self, now: Instant) {
         // Wake outside the borrow: a woken task's destructor could touch
         // the timers.
-        let fired = self.timers.borrow_mut().expire(now);
+        let (fired, next) = {
+            let mut timers = self.timers.borrow_mut();
+            let fired = timers.expire(now);
+            (fired, timers.next_deadline())
+        };
+        self.timer_due
+            .set(next.map_or(Nanos::MAX, |d| self.to_core_time(d)));
         for w in fired {
             w.wake();
         }
@@ -327,11 +363,13 @@ impl CoreLocal {
     fn park(&self) {
         let cs = self.core_shared();
         let flag = cs.park_flag();
-        flag.prepare_park();
-        let has_work = !cs.pending.is_empty()
-            || !self.control.is_empty()
-            || self.sched.borrow().has_runnable()
-            || !self.retiring.borrow().is_empty();
+        if !flag.prepare_park() {
+            // Foreign work arrived since the last drain.
+            return;
+        }
+        // Local work (queued by a timer or a destructor since the turn
+        // ended) needs no token.
+        let has_work = self.sched.borrow().has_runnable() || !self.retiring.borrow().is_empty();
         if has_work {
             flag.unpark_self();
             return;
@@ -339,12 +377,17 @@ impl CoreLocal {
         let deadline = self.timers.borrow_mut().next_deadline();
         if deadline.is_some_and(|d| d <= Instant::now()) {
             flag.unpark_self();
+            self.fire_timers(Instant::now());
             return;
         }
         cs.stats.add_park();
         self.reactor.borrow_mut().park(deadline);
         flag.unpark_self();
-        self.tick();
+        let now = self.tick();
+        self.anchor.set((Instant::now(), now));
+        if deadline.is_some() {
+            self.fire_timers(Instant::now());
+        }
     }
 
     fn retire_idle(&self) {
@@ -377,6 +420,10 @@ impl CoreLocal {
     }
 
     fn update_load(&self, now: Nanos) {
+        self.anchor.set((Instant::now(), now));
+        if let Some(d) = self.timers.borrow_mut().next_deadline() {
+            self.timer_due.set(self.to_core_time(d));
+        }
         let stats = &self.core_shared().stats;
         let busy = stats.busy_ns();
         let elapsed = now.saturating_sub(self.load_at.get()).max(1);

@@ -7,7 +7,7 @@
 //! `loom::model` explores every interleaving of the protocol's threads.
 
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{fence, AtomicBool, Ordering};
+pub(crate) use std::sync::atomic::{AtomicU8, Ordering};
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{fence, AtomicBool, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicU8, Ordering};

@@ -4,57 +4,76 @@
 //! a timer or a wakeup arrives. Another thread that gives it work (a foreign
 //! wake, a spawn, a control message) must wake it, but a wake costs a
 //! syscall (a write to the core's `mio::Waker` eventfd), and a busy core
-//! needs none. The protocol, a Dekker-style handshake on one flag:
+//! needs none. The protocol is a three-state token on one atomic, every
+//! transition a read-modify-write, so all of them fall into one total order
+//! and each RMW synchronises with the one before it:
 //!
-//! * the core publishes `parked = true`, issues a `SeqCst` fence, then looks
-//!   at its queues once more; only if they are all empty does it block;
-//! * a producer first makes its work visible (pushes it), issues a `SeqCst`
-//!   fence, then `swap`s `parked` to `false`; if it was `true`, the producer
-//!   performs the syscall.
+//! * a producer first makes its work visible (pushes it), then swaps the
+//!   state to `NOTIFIED`. Only if it replaced `PARKED` does it perform the
+//!   syscall; a burst of producers to a parked core costs one syscall, and a
+//!   running core costs them none.
+//! * the core, before blocking, tries `RUNNING -> PARKED`. If a producer got
+//!   there first (`NOTIFIED`), the core consumes the token and looks at its
+//!   queues again instead of sleeping: the producer's push happened before
+//!   its swap, which the core's RMW read, so the drain sees it. After any
+//!   wakeup the core swaps back to `RUNNING`, consuming the token likewise.
 //!
-//! The two fences guarantee that at least one side sees the other: either
-//! the core finds the work in its final check, or the producer finds
-//! `parked == true` and wakes it. The `swap` means a burst of foreign wakes
-//! to a parked core costs one syscall, not one per wake. The model in
+//! Either the producer's swap precedes the core's `RUNNING -> PARKED` (the
+//! core then does not sleep), or it follows it (the producer then sees
+//! `PARKED` and wakes the core): a wakeup cannot be lost. The model in
 //! `loom_tests` checks this with every interleaving.
 
-use crate::loom::{fence, AtomicBool, Ordering};
+use crate::loom::{AtomicU8, Ordering};
 
-/// The "this core may be asleep" flag, shared by a core and its producers.
-#[derive(Debug, Default)]
+const RUNNING: u8 = 0;
+const PARKED: u8 = 1;
+const NOTIFIED: u8 = 2;
+
+/// The "this core may be asleep" token, shared by a core and its producers.
+#[derive(Debug)]
 pub(crate) struct ParkFlag {
-    parked: AtomicBool,
+    state: AtomicU8,
 }
 
 impl ParkFlag {
-    /// Creates a flag for a core that is running.
+    /// Creates the token of a core that is running.
     pub(crate) fn new() -> Self {
         Self {
-            parked: AtomicBool::new(false),
+            state: AtomicU8::new(RUNNING),
         }
     }
 
-    /// Core side, before the final check of its queues: announce the
-    /// intention to sleep. The caller must re-check every work source after
-    /// this and call [`ParkFlag::unpark_self`] if it found any.
-    pub(crate) fn prepare_park(&self) {
-        self.parked.store(true, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
+    /// Core side, before blocking. Returns `true` if the core may block: it
+    /// must then block (or call [`ParkFlag::unpark_self`] if it finds local
+    /// work after all). `false` means work arrived since the core last
+    /// looked: it must drain its queues before trying again.
+    #[must_use]
+    pub(crate) fn prepare_park(&self) -> bool {
+        match self
+            .state
+            .compare_exchange(RUNNING, PARKED, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => true,
+            Err(_) => {
+                self.state.swap(RUNNING, Ordering::AcqRel);
+                false
+            }
+        }
     }
 
-    /// Core side, after waking up or after deciding not to sleep.
+    /// Core side, after waking up (or deciding not to block): back to
+    /// running, consuming any notification; the caller drains its queues
+    /// next.
     pub(crate) fn unpark_self(&self) {
-        self.parked.store(false, Ordering::Relaxed);
+        self.state.swap(RUNNING, Ordering::AcqRel);
     }
 
     /// Producer side, after its work is visible to the core. Returns `true`
-    /// when the core may be asleep and the caller must wake it (exactly one
+    /// when the core is parked and the caller must wake it (exactly one
     /// producer of a burst gets `true`).
     #[must_use]
     pub(crate) fn should_wake(&self) -> bool {
-        fence(Ordering::SeqCst);
-        // A cheap load first: a busy core costs producers no read-modify-write.
-        self.parked.load(Ordering::Relaxed) && self.parked.swap(false, Ordering::SeqCst)
+        self.state.swap(NOTIFIED, Ordering::AcqRel) == PARKED
     }
 }
 
@@ -91,7 +110,6 @@ mod loom_tests {
         flag: ParkFlag,
         queue: AtomicUsize,
         eventfd: EventFd,
-        done: AtomicBool,
     }
 
     /// A producer pushes work (an item in the queue) and wakes the core the
@@ -110,7 +128,6 @@ mod loom_tests {
                     signalled: Mutex::new(false),
                     cv: Condvar::new(),
                 },
-                done: AtomicBool::new(false),
             });
             const ITEMS: usize = 2;
             let producers: Vec<_> = (0..ITEMS)
@@ -132,19 +149,80 @@ mod loom_tests {
                     taken += n;
                     continue;
                 }
-                core.flag.prepare_park();
-                if core.queue.load(Ordering::Acquire) > 0 {
-                    core.flag.unpark_self();
+                if !core.flag.prepare_park() {
                     continue;
                 }
                 core.eventfd.wait();
                 core.flag.unpark_self();
             }
-            core.done.store(true, Ordering::Relaxed);
             for p in producers {
                 p.join().unwrap();
             }
             assert_eq!(taken, ITEMS);
+        });
+    }
+
+    /// The whole foreign-wake path: a producer pushes a task onto its
+    /// partition's injection queue, announces the partition once per batch
+    /// (the `notified` flag, `PartitionInner::notify_owner`) on the core's
+    /// pending queue, and wakes the core through the park token; the core
+    /// takes announcements, clears `notified` *before* draining the
+    /// injection queue (`PartitionInner::take_notification`), and parks.
+    /// Every task must reach the core, with no wakeup lost.
+    #[test]
+    fn batched_announcements_lose_no_task() {
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(3);
+        builder.check(|| {
+            struct Partition {
+                injector: AtomicUsize,
+                notified: AtomicBool,
+            }
+            let core = Arc::new(Core {
+                flag: ParkFlag::new(),
+                queue: AtomicUsize::new(0), // the pending queue: announcements
+                eventfd: EventFd {
+                    signalled: Mutex::new(false),
+                    cv: Condvar::new(),
+                },
+            });
+            let part = Arc::new(Partition {
+                injector: AtomicUsize::new(0),
+                notified: AtomicBool::new(false),
+            });
+            const TASKS: usize = 2;
+            let producers: Vec<_> = (0..TASKS)
+                .map(|_| {
+                    let (core, part) = (core.clone(), part.clone());
+                    thread::spawn(move || {
+                        part.injector.fetch_add(1, Ordering::Release);
+                        if !part.notified.swap(true, Ordering::AcqRel) {
+                            core.queue.fetch_add(1, Ordering::Release);
+                            if core.flag.should_wake() {
+                                core.eventfd.wake();
+                            }
+                        }
+                    })
+                })
+                .collect();
+
+            let mut taken = 0;
+            while taken < TASKS {
+                if core.queue.swap(0, Ordering::Acquire) > 0 {
+                    part.notified.swap(false, Ordering::AcqRel);
+                    taken += part.injector.swap(0, Ordering::Acquire);
+                    continue;
+                }
+                if !core.flag.prepare_park() {
+                    continue;
+                }
+                core.eventfd.wait();
+                core.flag.unpark_self();
+            }
+            for p in producers {
+                p.join().unwrap();
+            }
+            assert_eq!(taken, TASKS);
         });
     }
 }

@@ -105,7 +105,7 @@ impl Future for Sleep {
         timer.waker.register(cx.waker());
         let deadline = self.deadline;
         with_core(|core| match core {
-            Some(core) => core.timers.borrow_mut().insert(deadline, timer.clone()),
+            Some(core) => core.add_timer(deadline, timer.clone()),
             None => crate::partition::outside_runtime("polling fairloop::time::Sleep"),
         });
         self.timer = Some(timer);
