@@ -483,6 +483,15 @@ pub(crate) fn outside_runtime(what: &str) -> ! {
     )
 }
 
+#[cold]
+#[track_caller]
+pub(crate) fn outside_core(what: &str) -> ! {
+    panic!(
+        "{what} polled outside a fairloop runtime's core threads: it must be awaited by a task \
+         of a fairloop runtime (not outside a runtime, nor inside a spawn_blocking closure)"
+    )
+}
+
 pub(crate) fn invalid(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, msg.into())
 }

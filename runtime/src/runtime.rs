@@ -776,7 +776,8 @@ impl Runtime {
             .map(|core| {
                 let f = f.clone();
                 // The Send starter builds the !Send future on its core and
-                // hands back a handle to it.
+                // hands back a handle to it, awaited below.
+                #[allow(clippy::async_yields_async)]
                 self.handle
                     .spawn_on(core, async move { crate::spawn_local(f(core)) })
             })

@@ -65,8 +65,12 @@ pin_project_lite::pin_project! {
     /// A task's future as the runtime polls it.
     struct TaskFuture<'a, F> {
         meta: &'a TaskMeta,
+        // Dropped by `TaskFuture` itself, under `catch_unwind`, as soon as
+        // the task ends: `async-task` aborts the process if a future's
+        // destructor panics inside it, and a panicking destructor must not
+        // take the core down.
         #[pin]
-        future: F,
+        future: Option<F>,
         // Declared last so that it runs after the future's own destructor:
         // the task counts as live while its destructor runs.
         guard: Deregister<'a>,
@@ -78,18 +82,41 @@ impl<F: Future> Future for TaskFuture<'_, F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        match this.meta.cancel.load(Ordering::Acquire) {
-            RUNNING => {}
-            ABORTED => return Poll::Ready(Err(JoinError::cancelled(Cancelled::Aborted))),
-            _ => return Poll::Ready(Err(JoinError::cancelled(Cancelled::Shutdown))),
+        let mut slot = this.future;
+        let cancelled = match this.meta.cancel.load(Ordering::Acquire) {
+            RUNNING => None,
+            ABORTED => Some(Cancelled::Aborted),
+            _ => Some(Cancelled::Shutdown),
+        };
+        if let Some(why) = cancelled {
+            let result = match drop_future(slot) {
+                Ok(()) => Err(JoinError::cancelled(why)),
+                Err(payload) => Err(JoinError::panic(payload)),
+            };
+            return Poll::Ready(result);
         }
-        let future = this.future;
-        match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
-            Err(payload) => Poll::Ready(Err(JoinError::panic(payload))),
-        }
+        let Some(future) = slot.as_mut().as_pin_mut() else {
+            // `async-task` never polls a task again after it completed.
+            return Poll::Pending;
+        };
+        let result = match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(v)) => Ok(v),
+            Err(payload) => Err(JoinError::panic(payload)),
+        };
+        Poll::Ready(match (result, drop_future(slot)) {
+            (Ok(v), Ok(())) => Ok(v),
+            (Ok(_), Err(payload)) => Err(JoinError::panic(payload)),
+            // The first panic is the one worth reporting.
+            (Err(e), _) => Err(e),
+        })
     }
+}
+
+/// Drops the task's future in place, catching a panicking destructor.
+fn drop_future<F>(slot: Pin<&mut Option<F>>) -> Result<(), Box<dyn Any + Send + 'static>> {
+    let mut slot = slot;
+    catch_unwind(AssertUnwindSafe(|| slot.set(None)))
 }
 
 struct Deregister<'a>(&'a TaskMeta);
@@ -169,7 +196,7 @@ where
 fn wrap<'a, F: Future + 'a>(future: F) -> impl FnOnce(&'a TaskMeta) -> TaskFuture<'a, F> {
     move |meta| TaskFuture {
         meta,
-        future,
+        future: Some(future),
         guard: Deregister(meta),
     }
 }

@@ -78,6 +78,10 @@ impl Sleep {
     fn cancel(&mut self) {
         if let Some(t) = self.timer.take() {
             t.cancelled.store(true, Ordering::Relaxed);
+            // The heap drops its entry lazily; the task's waker must not
+            // wait for that, or it would keep the task (and its partition)
+            // alive until the deadline.
+            drop(t.waker.take());
         }
     }
 }
@@ -106,7 +110,7 @@ impl Future for Sleep {
         let deadline = self.deadline;
         with_core(|core| match core {
             Some(core) => core.add_timer(deadline, timer.clone()),
-            None => crate::partition::outside_runtime("polling fairloop::time::Sleep"),
+            None => crate::partition::outside_core("fairloop::time::Sleep"),
         });
         self.timer = Some(timer);
         Poll::Pending
