@@ -39,6 +39,9 @@ use crate::runtime::{CoreShared, Shared};
 use crate::task::{cancel_now, Task};
 use crate::timer::{TimerShared, Timers};
 
+mod migrate;
+pub(crate) use migrate::Adoption;
+
 /// How often the load figure used by `Placement::LeastLoaded` is updated.
 const LOAD_PERIOD_NS: Nanos = 10_000_000;
 /// `current` when no turn is running.
@@ -48,6 +51,10 @@ const NO_TURN: usize = usize::MAX;
 pub(crate) enum Control {
     /// A partition's shares changed.
     SetShares(Arc<PartitionInner>),
+    /// Move this partition (owned here) to another core.
+    Migrate(Arc<PartitionInner>, usize),
+    /// Take over a partition another core gave up, with its queued tasks.
+    Adopt(Box<Adoption>),
     /// Stop: drop every pending task of this core's partitions and exit.
     Shutdown,
 }
@@ -82,6 +89,9 @@ pub(crate) struct CoreLocal {
     graveyard: RefCell<Vec<Task>>,
     /// Anonymous partitions whose last task ended.
     retiring: RefCell<Vec<Arc<PartitionInner>>>,
+    /// Migrations asked of a partition still in transit to this core,
+    /// retried once it has arrived.
+    deferred: RefCell<Vec<(Arc<PartitionInner>, usize)>>,
     load_at: Cell<Nanos>,
     load_busy: Cell<u64>,
 }
@@ -126,6 +136,7 @@ pub(crate) fn run(
         shutting_down: Cell::new(false),
         graveyard: RefCell::new(Vec::new()),
         retiring: RefCell::new(Vec::new()),
+        deferred: RefCell::new(Vec::new()),
         load_at: Cell::new(0),
         load_busy: Cell::new(0),
     });
@@ -191,46 +202,72 @@ impl CoreLocal {
             self.graveyard.borrow_mut().push(task);
             return Ok(());
         }
-        let key = self.key_of(p);
+        let Some(key) = self.key_of(p) else {
+            // In transit to this core: the adoption drains the injection
+            // queue, so the foreign path is the safe one.
+            return Err(task);
+        };
         self.sched.borrow_mut().push(key, task, self.now.get());
         Ok(())
     }
 
     /// The scheduler key of a partition this core owns, attaching it on
-    /// first use.
-    fn key_of(&self, p: &Arc<PartitionInner>) -> PartitionKey {
+    /// first use; `None` while it is in transit to this core.
+    fn key_of(&self, p: &Arc<PartitionInner>) -> Option<PartitionKey> {
         let slot = p.slot.load(Ordering::Relaxed);
         if slot != NOT_ATTACHED {
-            return PartitionKey::from_index(slot);
+            return Some(PartitionKey::from_index(slot));
+        }
+        if p.transit.load(Ordering::Acquire) {
+            return None;
         }
         let params = PartitionParams {
             shares: p.shares.load(Ordering::Relaxed),
             latency: p.latency,
         };
-        let mut sched = self.sched.borrow_mut();
-        let key = sched.add_partition(params, p.stats.clone());
-        let count = sched.partitions();
-        drop(sched);
+        let key = self
+            .sched
+            .borrow_mut()
+            .add_partition(params, p.stats.clone());
+        self.attach(p, key);
+        Some(key)
+    }
+
+    /// Records that scheduler key `key` is partition `p`.
+    fn attach(&self, p: &Arc<PartitionInner>, key: PartitionKey) {
         p.slot.store(key.index(), Ordering::Relaxed);
         let mut attached = self.attached.borrow_mut();
         if attached.len() <= key.index() {
             attached.resize(key.index() + 1, None);
         }
         attached[key.index()] = Some(p.clone());
+        drop(attached);
+        self.publish_partition_count();
+    }
+
+    /// Forgets partition `p`, which left the scheduler.
+    fn detach(&self, p: &PartitionInner, slot: usize) {
+        p.slot.store(NOT_ATTACHED, Ordering::Relaxed);
+        self.attached.borrow_mut()[slot] = None;
+        self.publish_partition_count();
+    }
+
+    fn publish_partition_count(&self) {
+        let count = self.sched.borrow().partitions();
         self.core_shared()
             .stats
             .partitions
             .store(count as u64, Ordering::Relaxed);
-        key
     }
 
-    /// Queues `task` of partition `p` (owned here) after a foreign wake.
+    /// Queues `task` of partition `p` (owned here, not in transit) after a
+    /// foreign wake.
     fn push_owned(&self, p: &Arc<PartitionInner>, task: Task) {
         if self.shutting_down.get() {
             self.graveyard.borrow_mut().push(task);
             return;
         }
-        let key = self.key_of(p);
+        let key = self.key_of(p).expect("callers skip partitions in transit");
         self.sched.borrow_mut().push(key, task, self.now.get());
     }
 
@@ -292,10 +329,13 @@ impl CoreLocal {
     fn between_turns(&self) {
         if !self.control.is_empty() {
             while let Ok(msg) = self.control.try_recv() {
-                match msg {
-                    Control::SetShares(p) => self.apply_shares(&p),
-                    Control::Shutdown => self.shutting_down.set(true),
-                }
+                self.handle(msg);
+            }
+        }
+        if !self.deferred.borrow().is_empty() {
+            let deferred = std::mem::take(&mut *self.deferred.borrow_mut());
+            for (p, to) in deferred {
+                self.migrate(p, to);
             }
         }
         self.drain_pending();
@@ -315,6 +355,31 @@ impl CoreLocal {
             .store(self.sched.borrow().total_queued() as u64, Ordering::Relaxed);
     }
 
+    fn handle(&self, msg: Control) {
+        match msg {
+            Control::SetShares(p) => self.apply_shares(&p),
+            Control::Migrate(p, to) => self.migrate(p, to),
+            Control::Adopt(adoption) => self.adopt(*adoption),
+            Control::Shutdown => self.shutting_down.set(true),
+        }
+    }
+
+    /// Moves the tasks in `p`'s injection queue into the scheduler.
+    fn take_injected(&self, p: &Arc<PartitionInner>) -> u64 {
+        let mut moved = 0;
+        loop {
+            match p.injector.steal() {
+                Steal::Success(task) => {
+                    moved += 1;
+                    self.push_owned(p, task);
+                }
+                Steal::Empty => break,
+                Steal::Retry => continue,
+            }
+        }
+        moved
+    }
+
     /// Moves foreign work (tasks in the injection queues of partitions that
     /// announced themselves) into the scheduler.
     fn drain_pending(&self) {
@@ -325,16 +390,13 @@ impl CoreLocal {
             match cs.pending.steal() {
                 Steal::Success(p) => {
                     p.take_notification();
-                    loop {
-                        match p.injector.steal() {
-                            Steal::Success(task) => {
-                                moved += 1;
-                                self.push_owned(&p, task);
-                            }
-                            Steal::Empty => break,
-                            Steal::Retry => continue,
-                        }
+                    if p.owner() != self.index {
+                        // It moved on after the announcement: pass it on.
+                        p.notify_owner();
+                    } else if !p.transit.load(Ordering::Acquire) {
+                        moved += self.take_injected(&p);
                     }
+                    // In transit here: the adoption drains its queue.
                 }
                 Steal::Empty => break,
                 Steal::Retry => continue,
@@ -402,19 +464,11 @@ impl CoreLocal {
                 continue;
             }
             let key = PartitionKey::from_index(slot);
-            let mut sched = self.sched.borrow_mut();
-            if sched.queued(key) > 0 {
+            if self.sched.borrow().queued(key) > 0 {
                 continue;
             }
-            let removed = sched.remove_partition(key);
-            let count = sched.partitions();
-            drop(sched);
-            p.slot.store(NOT_ATTACHED, Ordering::Relaxed);
-            self.attached.borrow_mut()[slot] = None;
-            self.core_shared()
-                .stats
-                .partitions
-                .store(count as u64, Ordering::Relaxed);
+            let removed = self.sched.borrow_mut().remove_partition(key);
+            self.detach(&p, slot);
             drop(removed);
         }
     }
@@ -446,6 +500,11 @@ impl CoreLocal {
         self.graveyard.borrow_mut().extend(queued);
         self.bury();
         loop {
+            // Partitions may still arrive (adoptions sent before shutdown):
+            // their tasks go to the graveyard.
+            while let Ok(msg) = self.control.try_recv() {
+                self.handle(msg);
+            }
             self.drain_pending();
             let owned: Vec<_> = self
                 .shared

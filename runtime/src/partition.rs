@@ -28,6 +28,7 @@ use fairloop_partitions::{check_shares, PartitionStats, DEFAULT_SHARES};
 use parking_lot::Mutex;
 
 use crate::context::{self, with_core, Here};
+use crate::core::Control;
 use crate::metrics::PartitionMetrics;
 use crate::runtime::Shared;
 use crate::task::{self, Cancelled, JoinError, JoinHandle, Task, TaskSet};
@@ -68,6 +69,9 @@ pub(crate) struct PartitionInner {
     /// This partition's key in its owner's scheduler, or [`NOT_ATTACHED`].
     /// Read and written only on the owner's thread.
     pub(crate) slot: AtomicUsize,
+    /// Set between a core giving the partition up and its new owner
+    /// adopting it (see `CoreLocal::migrate`).
+    pub(crate) transit: AtomicBool,
     /// Tasks woken or spawned from threads other than the owner's.
     pub(crate) injector: Injector<Task>,
     /// Whether the partition sits in its owner's `pending` queue.
@@ -99,6 +103,7 @@ impl PartitionInner {
             pinned: AtomicBool::new(p.pinned),
             owner: AtomicUsize::new(p.core),
             slot: AtomicUsize::new(NOT_ATTACHED),
+            transit: AtomicBool::new(false),
             injector: Injector::new(),
             notified: AtomicBool::new(false),
             tasks: Mutex::new(TaskSet::default()),
@@ -236,19 +241,28 @@ impl Partition {
         self.inner.spawn(future)
     }
 
-    /// Moves the partition to `core`.
+    /// Moves the partition to `core`, with its queued tasks; its tasks keep
+    /// running there, and wakes from timers or other threads that race the
+    /// move are delivered on whichever core owns it once the move is done.
+    ///
+    /// `Ok` means the move is under way: [`core`](Partition::core) reports
+    /// `core` once the target owns it, and
+    /// [`PartitionMetrics::migrations`](crate::metrics::PartitionMetrics)
+    /// counts it once the target has taken it over. A partition that a
+    /// `spawn_local` pins before the move happens stays where it is.
     ///
     /// `ErrorKind::InvalidInput` (with a message) for a core that does not
-    /// exist, a reserved core, or a pinned partition (built pinned, placed
-    /// on `Core`/`Reserved`, a root partition, or one that ran
-    /// `spawn_local`). Migration itself is not available in this release:
-    /// a valid request gets `ErrorKind::Unsupported`.
+    /// exist, a reserved core, or a pinned partition (a root partition, one
+    /// placed on `Core`/`Reserved` or built `pinned(true)`, or one that ran
+    /// `spawn_local`).
     pub fn migrate_to(&self, core: usize) -> io::Result<()> {
-        self.inner.shared.check_migration(&self.inner, core)?;
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "partition migration is not available in this fairloop release",
-        ))
+        let shared = &self.inner.shared;
+        shared.check_migration(&self.inner, core)?;
+        if shared.is_closed() {
+            return Err(io::Error::other("migrate_to: the runtime is shutting down"));
+        }
+        shared.cores[self.inner.owner()].send(Control::Migrate(self.inner.clone(), core));
+        Ok(())
     }
 
     /// A snapshot of the partition's metrics.

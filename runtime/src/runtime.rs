@@ -340,8 +340,17 @@ impl CoreShared {
     }
 
     pub(crate) fn send(&self, msg: Control) {
-        if self.control.send(msg).is_ok() {
-            self.unpark();
+        let _ = self.try_send(msg);
+    }
+
+    /// Sends `msg`, or gives it back if the core has exited.
+    pub(crate) fn try_send(&self, msg: Control) -> Result<(), Control> {
+        match self.control.send(msg) {
+            Ok(()) => {
+                self.unpark();
+                Ok(())
+            }
+            Err(e) => Err(e.into_inner()),
         }
     }
 }

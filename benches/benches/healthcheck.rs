@@ -1,0 +1,226 @@
+//! Healthcheck lateness under a CPU flood on ONE core.
+//!
+//! The flood: batches of 2,000 tasks, each burning ~50 µs of CPU, spawned
+//! all at once and joined, batch after batch for ~2 s. Beside it a
+//! healthcheck sleeps until its next 10 ms tick, over and over, and records
+//! its lateness (the instant it runs − the tick it asked for).
+//!
+//! * fairloop, one core: the flood in partition `api`, the healthcheck in
+//!   partition `healthcheck`, once with `.latency(1 ms)` and once as a plain
+//!   partition with equal shares.
+//! * tokio `current_thread`: the same two tasks in the one runtime (tokio
+//!   has no partitions), so a woken healthcheck queues behind the batch.
+//!
+//! Prints p50/p99/max lateness, the p99 ratio (tokio / fairloop: above 1.0
+//! means fairloop's healthcheck is more punctual) and the flood's
+//! throughput, so the cost of fairness is visible.
+//!
+//! Run: `cargo bench -p fairloop-benches --bench healthcheck`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fairloop::partition::{self, Partition};
+use fairloop_benches::{burn, fairloop_rt, machine, ms, quantile, tokio_rt};
+
+const FLOOD_FOR: Duration = Duration::from_secs(2);
+const BATCH: usize = 2_000;
+const WORK: Duration = Duration::from_micros(50);
+const TICK: Duration = Duration::from_millis(10);
+
+struct Outcome {
+    name: String,
+    /// Lateness of every healthcheck tick that fell inside the flood, sorted.
+    lateness: Vec<Duration>,
+    completed: u64,
+    flood_time: Duration,
+    /// fairloop's own view: the healthcheck partition's scheduling delay p99.
+    sched_delay_p99: Option<Duration>,
+}
+
+impl Outcome {
+    fn p(&self, q: f64) -> Duration {
+        quantile(&self.lateness, q)
+    }
+
+    fn throughput(&self) -> f64 {
+        self.completed as f64 / self.flood_time.as_secs_f64()
+    }
+}
+
+/// The next tick after `deadline`; if the healthcheck is so late that
+/// it is already past, the next tick is one period from now (missed ticks
+/// are skipped, not bunched).
+fn next_tick(deadline: Instant, woke: Instant) -> Instant {
+    let next = deadline + TICK;
+    if next <= woke {
+        woke + TICK
+    } else {
+        next
+    }
+}
+
+// ---- fairloop ---------------------------------------------------------------
+
+async fn fl_healthcheck(stop: Arc<AtomicBool>) -> Vec<Duration> {
+    let mut samples = Vec::new();
+    let mut deadline = Instant::now() + TICK;
+    loop {
+        fairloop::time::sleep_until(deadline).await;
+        let woke = Instant::now();
+        if stop.load(Ordering::Acquire) {
+            return samples;
+        }
+        samples.push(woke - deadline);
+        deadline = next_tick(deadline, woke);
+    }
+}
+
+async fn fl_flood() -> (u64, Duration) {
+    let start = Instant::now();
+    let mut done = 0u64;
+    while start.elapsed() < FLOOD_FOR {
+        let batch: Vec<_> = (0..BATCH)
+            .map(|_| fairloop::spawn(async { burn(WORK) }))
+            .collect();
+        for t in batch {
+            t.await.expect("flood task ok");
+            done += 1;
+        }
+    }
+    (done, start.elapsed())
+}
+
+fn run_fairloop(latency: Option<Duration>) -> Outcome {
+    let rt = fairloop_rt();
+    let name = match latency {
+        Some(l) => format!("fairloop, healthcheck .latency({} ms)", l.as_millis()),
+        None => "fairloop, equal shares, no latency".to_string(),
+    };
+    let (lateness, completed, flood_time, p99) = rt.block_on(async move {
+        let mut b = Partition::builder().name("healthcheck");
+        if let Some(l) = latency {
+            b = b.latency(l);
+        }
+        let hc = b.build().expect("healthcheck partition");
+        let stop = Arc::new(AtomicBool::new(false));
+        let check = hc.spawn(fl_healthcheck(stop.clone()));
+        let (completed, flood_time) = partition::spawn("api", fl_flood()).await.expect("flood ok");
+        stop.store(true, Ordering::Release);
+        let lateness = check.await.expect("healthcheck ok");
+        (
+            lateness,
+            completed,
+            flood_time,
+            hc.metrics().sched_delay_p99,
+        )
+    });
+    let mut lateness = lateness;
+    lateness.sort();
+    Outcome {
+        name,
+        lateness,
+        completed,
+        flood_time,
+        sched_delay_p99: Some(p99),
+    }
+}
+
+// ---- tokio ------------------------------------------------------------------
+
+async fn tk_healthcheck(stop: Arc<AtomicBool>) -> Vec<Duration> {
+    let mut samples = Vec::new();
+    let mut deadline = Instant::now() + TICK;
+    loop {
+        tokio::time::sleep_until(deadline.into()).await;
+        let woke = Instant::now();
+        if stop.load(Ordering::Acquire) {
+            return samples;
+        }
+        samples.push(woke - deadline);
+        deadline = next_tick(deadline, woke);
+    }
+}
+
+async fn tk_flood() -> (u64, Duration) {
+    let start = Instant::now();
+    let mut done = 0u64;
+    while start.elapsed() < FLOOD_FOR {
+        let batch: Vec<_> = (0..BATCH)
+            .map(|_| tokio::spawn(async { burn(WORK) }))
+            .collect();
+        for t in batch {
+            t.await.expect("flood task ok");
+            done += 1;
+        }
+    }
+    (done, start.elapsed())
+}
+
+fn run_tokio() -> Outcome {
+    let rt = tokio_rt();
+    let (lateness, completed, flood_time) = rt.block_on(async {
+        let stop = Arc::new(AtomicBool::new(false));
+        let check = tokio::spawn(tk_healthcheck(stop.clone()));
+        let (completed, flood_time) = tokio::spawn(tk_flood()).await.expect("flood ok");
+        stop.store(true, Ordering::Release);
+        let lateness = check.await.expect("healthcheck ok");
+        (lateness, completed, flood_time)
+    });
+    let mut lateness = lateness;
+    lateness.sort();
+    Outcome {
+        name: "tokio current_thread, one runtime".to_string(),
+        lateness,
+        completed,
+        flood_time,
+        sched_delay_p99: None,
+    }
+}
+
+fn main() {
+    println!(
+        "healthcheck lateness under a flood on one core: {BATCH} tasks × {} µs per batch, \
+         {} s of flood, a tick every {} ms; {}",
+        WORK.as_micros(),
+        FLOOD_FOR.as_secs(),
+        TICK.as_millis(),
+        machine()
+    );
+    let runs = [
+        run_fairloop(Some(Duration::from_millis(1))),
+        run_fairloop(None),
+        run_tokio(),
+    ];
+    println!();
+    println!(
+        "{:<40} {:>6} {:>9} {:>9} {:>9} {:>13} {:>12}",
+        "runtime", "ticks", "p50 ms", "p99 ms", "max ms", "flood tasks/s", "hc sched p99"
+    );
+    for r in &runs {
+        println!(
+            "{:<40} {:>6} {:>9} {:>9} {:>9} {:>13.0} {:>12}",
+            r.name,
+            r.lateness.len(),
+            ms(r.p(0.50)),
+            ms(r.p(0.99)),
+            ms(r.p(1.0)),
+            r.throughput(),
+            r.sched_delay_p99
+                .map_or("-".to_string(), |d| format!("{} ms", ms(d))),
+        )
+    }
+    let tokio = &runs[2];
+    println!();
+    for r in &runs[..2] {
+        let p99 = r.p(0.99).as_secs_f64().max(1e-9);
+        println!(
+            "{}: p99 ratio tokio/fairloop = {:.1}x (above 1.0: fairloop more punctual); \
+             flood throughput fairloop/tokio = {:.3}",
+            r.name,
+            tokio.p(0.99).as_secs_f64() / p99,
+            r.throughput() / tokio.throughput()
+        );
+    }
+}

@@ -1,0 +1,452 @@
+//! Moving a partition from one core to another.
+//!
+//! Only the owning core changes a partition's owner, and only between two
+//! turns, so no task of the partition is running anywhere while it moves:
+//!
+//! 1. the owner takes the partition out of its scheduler with its queued
+//!    tasks and its fairness lag ([`DetachedPartition`]), marks it *in
+//!    transit*, makes the target its owner, and sends it over the target's
+//!    `crossbeam-channel` (which wakes the target's `mio::Waker` if it is
+//!    parked);
+//! 2. from the owner switch on, every wake goes to the target: a wake on
+//!    the old core's thread (a timer firing there) is a foreign wake now. The
+//!    target does not attach a partition in transit: it leaves the tasks in
+//!    the partition's injection queue;
+//! 3. the target *adopts* the partition: inserts it with its tasks (its
+//!    vruntime re-based on the target's scale, debt kept, credit not), ends
+//!    the transit, and drains the injection queue.
+//!
+//! A wake that read the old owner before the switch announces the partition
+//! to the old core, which passes the announcement on. So every wake reaches
+//! the core that owns the partition once the move is done, none is lost,
+//! and no task is queued on two cores: `async-task` schedules a task at
+//! most once until it runs. The loom models below check the protocol
+//! against a racing foreign wake and against shutdown.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use fairloop_partitions::{DetachedPartition, PartitionKey};
+
+use super::{Control, CoreLocal};
+use crate::partition::{PartitionInner, NOT_ATTACHED};
+use crate::task::Task;
+
+/// A partition on its way between two cores.
+pub(crate) struct Adoption {
+    partition: Arc<PartitionInner>,
+    /// `None` when the partition was in no scheduler (idle, never attached).
+    detached: Option<DetachedPartition<Task>>,
+}
+
+impl CoreLocal {
+    /// Gives partition `p` to core `to`: takes it out of this scheduler with
+    /// its queued tasks, makes `to` its owner (so wakes from now on go
+    /// there), and sends it over. Between the two, the partition is *in
+    /// transit*: the target queues its wakes in the partition's injection
+    /// queue and drains them on adoption, so none is lost and no task runs
+    /// on two cores.
+    pub(super) fn migrate(&self, p: Arc<PartitionInner>, to: usize) {
+        if self.shutting_down.get() || self.shared.is_closed() {
+            return;
+        }
+        if p.owner() != self.index {
+            // It moved since the request was sent: ask its owner now.
+            self.shared.cores[p.owner()].send(Control::Migrate(p, to));
+            return;
+        }
+        if p.transit.load(Ordering::Acquire) {
+            // On its way here: move it on once it has arrived.
+            self.deferred.borrow_mut().push((p, to));
+            return;
+        }
+        // Pinned since the request (a task of it ran spawn_local): stay.
+        if to == self.index || p.pinned.load(Ordering::Acquire) {
+            return;
+        }
+        let slot = p.slot.load(Ordering::Relaxed);
+        let detached = if slot == NOT_ATTACHED {
+            None
+        } else {
+            let detached = self
+                .sched
+                .borrow_mut()
+                .remove_partition(PartitionKey::from_index(slot));
+            self.detach(&p, slot);
+            detached
+        };
+        p.transit.store(true, Ordering::Release);
+        p.owner.store(to, Ordering::Release);
+        let adoption = Box::new(Adoption {
+            partition: p,
+            detached,
+        });
+        // The target may have exited (the runtime is shutting down): then
+        // keep the partition; this core's own shutdown drops its tasks.
+        if let Err(Control::Adopt(adoption)) =
+            self.shared.cores[to].try_send(Control::Adopt(adoption))
+        {
+            let Adoption {
+                partition,
+                detached,
+            } = *adoption;
+            partition.owner.store(self.index, Ordering::Release);
+            partition.transit.store(false, Ordering::Release);
+            if let Some(d) = detached {
+                let key = self.sched.borrow_mut().insert_detached(d, self.now.get());
+                self.attach(&partition, key);
+            }
+        }
+    }
+
+    /// Takes over a partition from another core.
+    pub(super) fn adopt(&self, adoption: Adoption) {
+        let Adoption {
+            partition: p,
+            detached,
+        } = adoption;
+        if self.shutting_down.get() {
+            if let Some(d) = detached {
+                self.graveyard.borrow_mut().extend(d.into_tasks());
+            }
+            p.transit.store(false, Ordering::Release);
+            self.take_injected(&p);
+            return;
+        }
+        if let Some(d) = detached {
+            let mut sched = self.sched.borrow_mut();
+            let key = sched.insert_detached(d, self.now.get());
+            // Shares set while in transit reached this core before the
+            // partition did.
+            sched.set_shares(key, p.shares.load(Ordering::Relaxed));
+            drop(sched);
+            self.attach(&p, key);
+        }
+        p.stats.add_migration();
+        p.transit.store(false, Ordering::Release);
+        // Wakes that arrived while in transit.
+        self.take_injected(&p);
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    //! Models of the migration protocol: the partition's routing state
+    //! (`owner`, `transit`, the `notified` announcement flag and the
+    //! injection queue) with two cores and a foreign thread, each step as
+    //! `CoreLocal::{migrate, adopt, drain_pending}` and
+    //! `PartitionInner::notify_owner` take it. A core that has nothing to do
+    //! blocks on its mailbox (its control channel and pending queue, with
+    //! the `mio::Waker` as a condvar) instead of spinning.
+    //! `RUSTFLAGS="--cfg loom" cargo test -p fairloop-runtime --lib --release loom`
+    use std::collections::VecDeque;
+
+    use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use loom::sync::{Arc, Condvar, Mutex};
+    use loom::thread;
+
+    const A: usize = 0;
+    const B: usize = 1;
+
+    #[derive(Default)]
+    struct Mailbox {
+        /// Announcements of the partition (`CoreShared::pending`).
+        announced: usize,
+        /// An adoption in the control channel.
+        adoption: Option<Vec<u32>>,
+        /// The core has exited: sends fail.
+        closed: bool,
+        /// Something changed that the core should look at again.
+        poked: bool,
+    }
+
+    struct Core {
+        mailbox: Mutex<Mailbox>,
+        wake: Condvar,
+    }
+
+    struct World {
+        owner: AtomicUsize,
+        transit: AtomicBool,
+        notified: AtomicBool,
+        injector: Mutex<VecDeque<u32>>,
+        cores: [Core; 2],
+        /// Per task: async-task's SCHEDULED bit (set while a Runnable exists).
+        scheduled: [AtomicBool; 2],
+        polls: [AtomicUsize; 2],
+        ran_on: [AtomicUsize; 2],
+        drops: [AtomicUsize; 2],
+    }
+
+    impl World {
+        fn new() -> Self {
+            let core = || Core {
+                mailbox: Mutex::new(Mailbox::default()),
+                wake: Condvar::new(),
+            };
+            World {
+                owner: AtomicUsize::new(A),
+                transit: AtomicBool::new(false),
+                notified: AtomicBool::new(false),
+                injector: Mutex::new(VecDeque::new()),
+                cores: [core(), core()],
+                // Task 0 sits in A's run queue; task 1 waits for a wake.
+                scheduled: [AtomicBool::new(true), AtomicBool::new(false)],
+                polls: [AtomicUsize::new(0), AtomicUsize::new(0)],
+                ran_on: [AtomicUsize::new(9), AtomicUsize::new(9)],
+                drops: [AtomicUsize::new(0), AtomicUsize::new(0)],
+            }
+        }
+
+        fn poke(&self, core: usize, f: impl FnOnce(&mut Mailbox)) {
+            let mut m = self.cores[core].mailbox.lock().unwrap();
+            f(&mut m);
+            m.poked = true;
+            self.cores[core].wake.notify_one();
+        }
+
+        /// Blocks until the core has been poked; returns what arrived.
+        fn wait(&self, core: usize) -> (usize, Option<Vec<u32>>) {
+            let mut m = self.cores[core].mailbox.lock().unwrap();
+            while !m.poked {
+                m = self.cores[core].wake.wait(m).unwrap();
+            }
+            m.poked = false;
+            (std::mem::take(&mut m.announced), m.adoption.take())
+        }
+
+        /// A waker called on a foreign thread: `waker::inject` and
+        /// `PartitionInner::notify_owner`.
+        fn foreign_wake(&self, task: u32) {
+            if self.scheduled[task as usize].swap(true, Ordering::AcqRel) {
+                return;
+            }
+            self.injector.lock().unwrap().push_back(task);
+            self.notify_owner();
+        }
+
+        fn notify_owner(&self) {
+            if !self.notified.swap(true, Ordering::AcqRel) {
+                let owner = self.owner.load(Ordering::Acquire);
+                self.poke(owner, |m| m.announced += 1);
+            }
+        }
+
+        fn take_injected(&self) -> Vec<u32> {
+            self.injector.lock().unwrap().drain(..).collect()
+        }
+
+        /// `CoreLocal::drain_pending`, given the announcements that arrived.
+        fn drain_pending(&self, core: usize, announced: usize) -> Vec<u32> {
+            if announced == 0 {
+                return Vec::new();
+            }
+            self.notified.swap(false, Ordering::AcqRel);
+            if self.owner.load(Ordering::Acquire) != core {
+                self.notify_owner();
+                Vec::new()
+            } else if !self.transit.load(Ordering::Acquire) {
+                self.take_injected()
+            } else {
+                Vec::new()
+            }
+        }
+
+        /// `CoreLocal::migrate` on A (task 0 queued there). Returns the
+        /// tasks A keeps because B has exited.
+        fn migrate(&self) -> Vec<u32> {
+            self.transit.store(true, Ordering::Release);
+            self.owner.store(B, Ordering::Release);
+            let mut m = self.cores[B].mailbox.lock().unwrap();
+            if m.closed {
+                self.owner.store(A, Ordering::Release);
+                self.transit.store(false, Ordering::Release);
+                return vec![0];
+            }
+            m.adoption = Some(vec![0]);
+            m.poked = true;
+            self.cores[B].wake.notify_one();
+            Vec::new()
+        }
+
+        /// `CoreLocal::adopt` on B.
+        fn adopt(&self, mut tasks: Vec<u32>) -> Vec<u32> {
+            self.transit.store(false, Ordering::Release);
+            tasks.extend(self.take_injected());
+            tasks
+        }
+
+        fn run(&self, core: usize, task: u32) {
+            self.scheduled[task as usize].store(false, Ordering::Release);
+            self.polls[task as usize].fetch_add(1, Ordering::SeqCst);
+            self.ran_on[task as usize].store(core, Ordering::SeqCst);
+            if self
+                .polls
+                .iter()
+                .map(|p| p.load(Ordering::SeqCst))
+                .sum::<usize>()
+                == 2
+            {
+                for c in [A, B] {
+                    self.poke(c, |m| m.closed = true);
+                }
+            }
+        }
+
+        fn end(&self, task: u32) {
+            self.drops[task as usize].fetch_add(1, Ordering::SeqCst);
+        }
+
+        fn live(&self) -> usize {
+            2 - self
+                .drops
+                .iter()
+                .map(|d| d.load(Ordering::SeqCst))
+                .sum::<usize>()
+        }
+
+        fn closed(&self, core: usize) -> bool {
+            self.cores[core].mailbox.lock().unwrap().closed
+        }
+    }
+
+    /// A migration racing a foreign wake: task 0 moves with the partition,
+    /// task 1 is woken from a foreign thread mid-move. Each is polled
+    /// exactly once, on the new owner.
+    #[test]
+    fn migration_racing_a_foreign_wake() {
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(3);
+        builder.check(|| {
+            let w = Arc::new(World::new());
+            let waker = {
+                let w = w.clone();
+                thread::spawn(move || w.foreign_wake(1))
+            };
+            let b = {
+                let w = w.clone();
+                thread::spawn(move || {
+                    while !w.closed(B) {
+                        let (announced, adoption) = w.wait(B);
+                        let mut ready = adoption.map(|t| w.adopt(t)).unwrap_or_default();
+                        ready.extend(w.drain_pending(B, announced));
+                        for t in ready {
+                            w.run(B, t);
+                        }
+                    }
+                })
+            };
+            assert!(w.migrate().is_empty());
+            // A keeps serving its mailbox: announcements that raced the
+            // owner switch must be passed on.
+            while !w.closed(A) {
+                let (announced, _) = w.wait(A);
+                for t in w.drain_pending(A, announced) {
+                    w.run(A, t);
+                }
+            }
+            waker.join().unwrap();
+            b.join().unwrap();
+            for t in 0..2 {
+                assert_eq!(w.polls[t].load(Ordering::SeqCst), 1, "task {t} polled once");
+                assert_eq!(w.ran_on[t].load(Ordering::SeqCst), B, "task {t} ran on B");
+            }
+        });
+    }
+
+    /// Shutdown racing a migration: B shuts down while A migrates the
+    /// partition to it and a foreign thread wakes task 1. B ends every task
+    /// of the partitions it owns (waking the parked ones itself, taking
+    /// adoptions and injected work); A ends what it keeps if B has exited
+    /// first. Every future is dropped exactly once and none is polled.
+    #[test]
+    fn shutdown_racing_a_migration() {
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(3);
+        builder.check(|| {
+            let w = Arc::new(World::new());
+            let waker = {
+                let w = w.clone();
+                thread::spawn(move || w.foreign_wake(1))
+            };
+            let b = {
+                let w = w.clone();
+                thread::spawn(move || {
+                    // B's shutdown loop (`CoreLocal::shutdown`).
+                    let mut first = true;
+                    loop {
+                        let (announced, adoption) = if first {
+                            first = false;
+                            (0, None)
+                        } else {
+                            w.wait(B)
+                        };
+                        // An adoption during shutdown ends the transit and
+                        // sends its tasks to the graveyard (`CoreLocal::adopt`).
+                        let mut dead = adoption.map(|t| w.adopt(t)).unwrap_or_default();
+                        dead.extend(w.drain_pending(B, announced));
+                        let mut m = w.cores[B].mailbox.lock().unwrap();
+                        if let Some(t) = m.adoption.take() {
+                            dead.extend(w.adopt(t));
+                        }
+                        let owns = w.owner.load(Ordering::Acquire) == B;
+                        if owns && !w.transit.load(Ordering::Acquire) {
+                            dead.extend(w.take_injected());
+                            // Wake the task set: a parked task 1 is ended
+                            // here; a scheduled one arrives by a queue.
+                            if !w.scheduled[1].swap(true, Ordering::AcqRel) {
+                                dead.push(1);
+                            }
+                        }
+                        for t in dead.drain(..) {
+                            w.end(t);
+                        }
+                        if !owns || w.live() == 0 {
+                            m.closed = true;
+                            drop(m);
+                            w.poke(A, |_| {});
+                            break;
+                        }
+                        // B spins in the runtime; here it waits to be
+                        // poked by whoever changes the partition's state.
+                        drop(m);
+                    }
+                })
+            };
+            // A: migrates, then runs its own shutdown loop for the
+            // partitions it still owns.
+            let mut dead = w.migrate();
+            if w.owner.load(Ordering::Acquire) == A {
+                dead.extend(w.take_injected());
+                if !w.scheduled[1].swap(true, Ordering::AcqRel) {
+                    dead.push(1);
+                }
+            }
+            for t in dead {
+                w.end(t);
+            }
+            waker.join().unwrap();
+            // The wake may have been announced to A after the switch; A
+            // passes announcements on until B has exited (B pokes A then).
+            while !w.closed(B) {
+                let (announced, _) = w.wait(A);
+                for t in w.drain_pending(A, announced) {
+                    w.end(t);
+                }
+            }
+            b.join().unwrap();
+            // Whatever owner remains drains last.
+            for t in w.take_injected() {
+                w.end(t);
+            }
+            for t in 0..2 {
+                assert_eq!(w.polls[t].load(Ordering::SeqCst), 0);
+                assert_eq!(
+                    w.drops[t].load(Ordering::SeqCst),
+                    1,
+                    "task {t} dropped once"
+                );
+            }
+        });
+    }
+}
