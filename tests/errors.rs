@@ -337,16 +337,17 @@ fn other_builder_settings() {
             builder().cores(1).task_quota(Duration::ZERO).build(),
             &[],
         );
-        // rebalance is not InvalidInput-or-panic: either works or errors
-        // cleanly.
-        match builder()
+        invalid(
+            "rebalance(Some(0))",
+            builder().cores(2).rebalance(Some(Duration::ZERO)).build(),
+            &[],
+        );
+        let rt = builder()
             .cores(2)
             .rebalance(Some(Duration::from_millis(50)))
             .build()
-        {
-            Ok(rt) => still_usable(&rt),
-            Err(e) => assert!(!e.to_string().is_empty()),
-        }
+            .expect("a runtime with a balancer");
+        still_usable(&rt);
         let rt = builder()
             .cores(2)
             .fairness(fairloop::Fairness::RoundRobin)

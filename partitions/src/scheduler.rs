@@ -479,6 +479,14 @@ impl<T> Scheduler<T> {
         self.total_queued > 0
     }
 
+    /// Partitions that want the CPU: the runnable ones plus the one whose
+    /// turn is open. Sampled over time, it is the core's *demand* (as a
+    /// run-queue length is for an OS scheduler): two always-busy partitions
+    /// make 2 even though the core's busy time cannot exceed 100%.
+    pub fn runnable_partitions(&self) -> usize {
+        self.runnable.len() + usize::from(self.turn.is_some())
+    }
+
     /// Tasks waiting in a partition's queue (0 for an unknown key).
     pub fn queued(&self, key: PartitionKey) -> usize {
         self.slot(key.0).map_or(0, |p| p.queue.len())

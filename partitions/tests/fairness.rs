@@ -748,3 +748,25 @@ fn a_cached_clock_still_charges_the_whole_turn() {
     assert_eq!(stats.snapshot().busy, Duration::from_micros(640));
     assert_eq!(stats.snapshot().polls, 16);
 }
+
+#[test]
+fn runnable_partitions_counts_demand_not_tasks() {
+    let mut s: Scheduler<u8> = Scheduler::new(SchedulerConfig::default());
+    let stats = || Arc::new(PartitionStats::new());
+    let a = s.add_partition(PartitionParams::default(), stats());
+    let b = s.add_partition(PartitionParams::default(), stats());
+    let _idle = s.add_partition(PartitionParams::default(), stats());
+    assert_eq!(s.runnable_partitions(), 0);
+    for t in 0..5 {
+        s.push(a, t, 0);
+    }
+    assert_eq!(s.runnable_partitions(), 1, "many tasks, one partition");
+    s.push(b, 9, 0);
+    assert_eq!(s.runnable_partitions(), 2);
+    // The partition whose turn is open still wants the CPU.
+    let first = s.begin_turn(0).expect("runnable");
+    assert_eq!(s.runnable_partitions(), 2);
+    while s.next_in_turn(1).is_some() {}
+    s.end_turn();
+    assert_eq!(s.runnable_partitions(), 1, "{first:?} ran dry");
+}

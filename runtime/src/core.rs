@@ -447,6 +447,10 @@ impl CoreLocal {
         flag.unpark_self();
         let now = self.tick();
         self.anchor.set((Instant::now(), now));
+        if now.saturating_sub(self.load_at.get()) >= LOAD_PERIOD_NS {
+            // The time asleep counts as idle.
+            self.update_load(now);
+        }
         if deadline.is_some() {
             self.fire_timers(Instant::now());
         }
@@ -483,6 +487,8 @@ impl CoreLocal {
         let elapsed = now.saturating_sub(self.load_at.get()).max(1);
         let frac = (busy.saturating_sub(self.load_busy.get()) as f64 / elapsed as f64).min(1.0);
         stats.set_load(0.7 * stats.load() + 0.3 * frac);
+        let wanting = self.sched.borrow().runnable_partitions() as f64;
+        stats.set_demand(0.7 * stats.demand() + 0.3 * wanting);
         self.load_at.set(now);
         self.load_busy.set(busy);
     }

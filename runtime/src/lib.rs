@@ -14,11 +14,14 @@
 //! `runtime` (builder, runtime, handles), `core` (the per-core loop),
 //! `reactor` (poll, eventfd, timerfd), `park` (the park/unpark protocol),
 //! `waker` (where a woken task goes), `task` (spawn, join, abort),
-//! `partition` (partitions and placement), `timer` and [`time`], `spawn`
+//! `partition` (partitions and placement), `core/migrate` (moving a
+//! partition between cores), `balance` (automatic rebalancing), `timer` and
+//! [`time`], `spawn`
 //! (the free functions), [`metrics`].
 
 #![warn(missing_docs)]
 
+mod balance;
 mod context;
 mod core;
 mod loom;

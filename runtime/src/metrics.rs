@@ -95,6 +95,9 @@ pub(crate) struct CoreStats {
     pub(crate) partitions: AtomicU64,
     /// Exponentially weighted busy fraction (f64 bits), for `LeastLoaded`.
     load: AtomicU64,
+    /// Exponentially weighted count of partitions wanting the CPU (f64
+    /// bits), for the balancer.
+    demand: AtomicU64,
 }
 
 /// Single-writer increment: a relaxed load and store, no locked
@@ -131,6 +134,14 @@ impl CoreStats {
 
     pub(crate) fn set_load(&self, load: f64) {
         self.load.store(load.to_bits(), Ordering::Relaxed);
+    }
+
+    pub(crate) fn demand(&self) -> f64 {
+        f64::from_bits(self.demand.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn set_demand(&self, demand: f64) {
+        self.demand.store(demand.to_bits(), Ordering::Relaxed);
     }
 
     pub(crate) fn snapshot(&self, core: usize, reserved_for: Option<String>) -> CoreMetrics {

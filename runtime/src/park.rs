@@ -68,6 +68,12 @@ impl ParkFlag {
         self.state.swap(RUNNING, Ordering::AcqRel);
     }
 
+    /// Whether the core is (about to be) blocked with nothing to do: a hint
+    /// for load figures, not part of the protocol.
+    pub(crate) fn is_parked(&self) -> bool {
+        self.state.load(Ordering::Relaxed) == PARKED
+    }
+
     /// Producer side, after its work is visible to the core. Returns `true`
     /// when the core is parked and the caller must wake it (exactly one
     /// producer of a burst gets `true`).

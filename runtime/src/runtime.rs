@@ -19,6 +19,7 @@ use crossbeam_deque::Injector;
 use fairloop_partitions::{check_shares, Fairness, SchedulerConfig};
 use parking_lot::Mutex;
 
+use crate::balance;
 use crate::context::with_core;
 use crate::core::{self, Control};
 use crate::metrics::{CoreStats, RuntimeMetrics};
@@ -115,9 +116,12 @@ impl Builder {
         self
     }
 
-    /// Moving partitions between cores on the runtime's own initiative.
-    /// Not available in this release: `Some(_)` makes [`Builder::build`]
-    /// fail with `ErrorKind::Unsupported`; `None` (the default) is accepted.
+    /// Moving partitions between cores on the runtime's own initiative:
+    /// with `Some(every)`, a balancer looks at the cores' load every
+    /// `every` and migrates partitions from the busiest to the idlest
+    /// unreserved core when the gap is large and stays large (see the
+    /// crate's `balance` module for the rule). Default `None`: partitions
+    /// move only when told to. A zero interval is `InvalidInput`.
     pub fn rebalance(mut self, every: Option<Duration>) -> Self {
         self.rebalance = every;
         self
@@ -207,9 +211,20 @@ impl Builder {
                 }
             }
         }
+        let mut balancer = None;
+        if failure.is_none() {
+            if let Some(every) = shared.config.rebalance {
+                let (tx, rx) = crossbeam_channel::bounded(0);
+                match balance::spawn(Arc::downgrade(&shared), every, rx) {
+                    Ok(t) => balancer = Some((tx, t)),
+                    Err(e) => failure = Some(e),
+                }
+            }
+        }
         let rt = Runtime {
             handle: Handle { shared },
             threads,
+            balancer,
         };
         match failure {
             None => Ok(rt),
@@ -227,10 +242,9 @@ impl Builder {
         if self.sched.task_quota.is_zero() {
             return Err(invalid("task_quota(0): the quota must be positive"));
         }
-        if self.rebalance.is_some() {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "rebalance(Some(_)): automatic rebalancing is not available in this fairloop release",
+        if self.rebalance.is_some_and(|d| d.is_zero()) {
+            return Err(invalid(
+                "rebalance(Some(0)): the balancer's interval must be positive",
             ));
         }
         if self.reservations.len() >= n {
@@ -257,6 +271,7 @@ impl Builder {
             reserved,
             placement: self.placement.clone(),
             sched: self.sched,
+            rebalance: self.rebalance,
         };
         // The default placement must make sense on its own.
         config.check_placement(&self.placement)?;
@@ -273,6 +288,7 @@ pub(crate) struct Config {
     pub(crate) reserved: Vec<Option<String>>,
     pub(crate) placement: Placement,
     pub(crate) sched: SchedulerConfig,
+    pub(crate) rebalance: Option<Duration>,
 }
 
 impl Config {
@@ -337,6 +353,24 @@ impl CoreShared {
 
     pub(crate) fn park_flag(&self) -> &ParkFlag {
         &self.park
+    }
+
+    /// Recent busy fraction, 0 while the core sleeps.
+    pub(crate) fn load(&self) -> f64 {
+        if self.park.is_parked() {
+            0.0
+        } else {
+            self.stats.load()
+        }
+    }
+
+    /// Recent count of partitions wanting the CPU, 0 while the core sleeps.
+    pub(crate) fn demand(&self) -> f64 {
+        if self.park.is_parked() {
+            0.0
+        } else {
+            self.stats.demand()
+        }
     }
 
     pub(crate) fn send(&self, msg: Control) {
@@ -521,7 +555,7 @@ impl Shared {
     fn least_loaded(&self) -> usize {
         let mut best: Option<(f64, u64, usize)> = None;
         for c in self.cores.iter().filter(|c| c.reserved_for.is_none()) {
-            let score = c.stats.load() + c.stats.queued.load(Ordering::Relaxed) as f64 / 1000.0;
+            let score = c.load() + c.stats.queued.load(Ordering::Relaxed) as f64 / 1000.0;
             let parts = c.stats.partitions.load(Ordering::Relaxed);
             let better = match best {
                 None => true,
@@ -708,6 +742,8 @@ impl fmt::Debug for Handle {
 pub struct Runtime {
     handle: Handle,
     threads: Vec<thread::JoinHandle<()>>,
+    /// The balancer thread and the channel whose disconnection stops it.
+    balancer: Option<(Sender<()>, thread::JoinHandle<()>)>,
 }
 
 impl Runtime {
@@ -839,6 +875,10 @@ impl Runtime {
     fn shutdown(&mut self, limit: Option<Duration>) {
         let shared = &self.handle.shared;
         shared.closed.store(true, Ordering::SeqCst);
+        if let Some((stop, balancer)) = self.balancer.take() {
+            drop(stop);
+            let _ = balancer.join();
+        }
         for c in shared.cores.iter() {
             c.send(Control::Shutdown);
         }
