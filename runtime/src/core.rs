@@ -84,6 +84,8 @@ pub(crate) struct CoreLocal {
     reactor: RefCell<Reactor>,
     control: Receiver<Control>,
     shutting_down: Cell<bool>,
+    /// Scratch space for batches taken from injection queues.
+    batch: crossbeam_deque::Worker<Task>,
     /// Tasks woken during shutdown, dropped one at a time (never inside a
     /// waker call, so destructors cannot recurse without bound).
     graveyard: RefCell<Vec<Task>>,
@@ -134,6 +136,7 @@ pub(crate) fn run(
         reactor: RefCell::new(reactor),
         control,
         shutting_down: Cell::new(false),
+        batch: crossbeam_deque::Worker::new_fifo(),
         graveyard: RefCell::new(Vec::new()),
         retiring: RefCell::new(Vec::new()),
         deferred: RefCell::new(Vec::new()),
@@ -260,17 +263,6 @@ impl CoreLocal {
             .store(count as u64, Ordering::Relaxed);
     }
 
-    /// Queues `task` of partition `p` (owned here, not in transit) after a
-    /// foreign wake.
-    fn push_owned(&self, p: &Arc<PartitionInner>, task: Task) {
-        if self.shutting_down.get() {
-            self.graveyard.borrow_mut().push(task);
-            return;
-        }
-        let key = self.key_of(p).expect("callers skip partitions in transit");
-        self.sched.borrow_mut().push(key, task, self.now.get());
-    }
-
     /// An anonymous partition's last task ended: detach it between turns.
     pub(crate) fn retire_later(&self, p: Arc<PartitionInner>) {
         self.retiring.borrow_mut().push(p);
@@ -364,17 +356,32 @@ impl CoreLocal {
         }
     }
 
-    /// Moves the tasks in `p`'s injection queue into the scheduler.
+    /// Moves the tasks in `p`'s injection queue (owned here, not in
+    /// transit) into the scheduler, a batch per steal: one atomic
+    /// operation on the shared queue for up to a few dozen tasks.
     fn take_injected(&self, p: &Arc<PartitionInner>) -> u64 {
         let mut moved = 0;
         loop {
-            match p.injector.steal() {
-                Steal::Success(task) => {
-                    moved += 1;
-                    self.push_owned(p, task);
-                }
+            match p.injector.steal_batch(&self.batch) {
+                Steal::Success(()) => {}
                 Steal::Empty => break,
                 Steal::Retry => continue,
+            }
+            if self.shutting_down.get() {
+                let mut graveyard = self.graveyard.borrow_mut();
+                while let Some(task) = self.batch.pop() {
+                    moved += 1;
+                    graveyard.push(task);
+                }
+                continue;
+            }
+            let key = self.key_of(p).expect("callers skip partitions in transit");
+            let now = self.now.get();
+            // Pushing calls no waker, so the borrow cannot be re-entered.
+            let mut sched = self.sched.borrow_mut();
+            while let Some(task) = self.batch.pop() {
+                moved += 1;
+                sched.push(key, task, now);
             }
         }
         moved
