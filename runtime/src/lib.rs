@@ -14,7 +14,7 @@
 //! `runtime` (builder, runtime, handles), `core` (the per-core loop),
 //! `reactor` (poll, eventfd, timerfd), `park` (the park/unpark protocol),
 //! `waker` (where a woken task goes), `task` (spawn, join, abort),
-//! `partition` (partitions and placement), `core/migrate` (moving a
+//! `partition` (partitions), `placement` (where they start), `core/migrate` (moving a
 //! partition between cores), `balance` (automatic rebalancing), `timer` and
 //! [`time`], `spawn`
 //! (the free functions), [`metrics`].
@@ -28,6 +28,7 @@ mod loom;
 pub mod metrics;
 mod park;
 pub mod partition;
+mod placement;
 mod reactor;
 mod runtime;
 mod spawn;

@@ -30,27 +30,9 @@ use parking_lot::Mutex;
 use crate::context::{self, with_core, Here};
 use crate::core::Control;
 use crate::metrics::PartitionMetrics;
+pub use crate::placement::Placement;
 use crate::runtime::Shared;
 use crate::task::{self, Cancelled, JoinError, JoinHandle, Task, TaskSet};
-
-/// Where a new partition is placed.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Placement {
-    /// On the core of the task that creates it (core 0 when created from
-    /// outside the runtime's cores).
-    #[default]
-    Local,
-    /// On core `i`. Pinned unless the builder says `.pinned(false)`.
-    Core(usize),
-    /// On the core reserved under this name with
-    /// [`Builder::reserve_core`](crate::Builder::reserve_core). Pinned.
-    Reserved(String),
-    /// On the non-reserved cores in turn.
-    RoundRobin,
-    /// On the non-reserved core with the lowest recent load (busy time plus
-    /// runnable backlog); ties go to the core with fewest partitions.
-    LeastLoaded,
-}
 
 /// `slot` value of a partition that is in no scheduler.
 pub(crate) const NOT_ATTACHED: usize = usize::MAX;

@@ -25,8 +25,9 @@ use crate::core::{self, Control};
 use crate::metrics::{CoreStats, RuntimeMetrics};
 use crate::park::ParkFlag;
 use crate::partition::{
-    default_shares, invalid, NewPartition, Partition, PartitionBuilder, PartitionInner, Placement,
+    default_shares, invalid, NewPartition, Partition, PartitionBuilder, PartitionInner,
 };
+use crate::placement::Placement;
 use crate::reactor::WAKER_TOKEN;
 use crate::task::{Cancelled, JoinError, JoinHandle};
 
@@ -292,35 +293,6 @@ pub(crate) struct Config {
 }
 
 impl Config {
-    fn check_placement(&self, p: &Placement) -> io::Result<()> {
-        match p {
-            Placement::Core(i) if *i >= self.cores => Err(invalid(format!(
-                "Placement::Core({i}): the runtime has {} core(s), numbered 0..{}",
-                self.cores, self.cores
-            ))),
-            Placement::Core(i) => match &self.reserved[*i] {
-                Some(r) => Err(invalid(format!(
-                    "Placement::Core({i}): core {i} is reserved for {r:?}; use Placement::Reserved({r:?})"
-                ))),
-                None => Ok(()),
-            },
-            Placement::Reserved(name) => match self.reserved_core(name) {
-                Some(_) => Ok(()),
-                None => Err(invalid(format!(
-                    "Placement::Reserved({name:?}): no core is reserved under that name \
-                     (Builder::reserve_core makes reservations)"
-                ))),
-            },
-            _ => Ok(()),
-        }
-    }
-
-    fn reserved_core(&self, name: &str) -> Option<usize> {
-        self.reserved
-            .iter()
-            .position(|r| r.as_deref() == Some(name))
-    }
-
     pub(crate) fn is_reserved(&self, core: usize) -> bool {
         self.reserved[core].is_some()
     }
@@ -420,8 +392,8 @@ pub(crate) struct Shared {
     registry: Mutex<Registry>,
     next_id: AtomicU64,
     closed: AtomicBool,
-    spawn_rr: AtomicUsize,
-    place_rr: AtomicUsize,
+    pub(crate) spawn_rr: AtomicUsize,
+    pub(crate) place_rr: AtomicUsize,
 }
 
 impl Shared {
@@ -521,51 +493,6 @@ impl Shared {
             reg.by_name.insert(name, p.clone());
         }
         Ok(p)
-    }
-
-    /// The core a validated placement resolves to.
-    fn place(&self, placement: &Placement, local_core: usize) -> usize {
-        match placement {
-            Placement::Core(i) => *i,
-            Placement::Reserved(name) => self.config.reserved_core(name).expect("validated"),
-            Placement::Local => {
-                if self.config.is_reserved(local_core) {
-                    // A task on a reserved core creating a partition without
-                    // saying where: keep the reservation exclusive.
-                    self.next_unreserved(&self.place_rr)
-                } else {
-                    local_core
-                }
-            }
-            Placement::RoundRobin => self.next_unreserved(&self.place_rr),
-            Placement::LeastLoaded => self.least_loaded(),
-        }
-    }
-
-    fn next_unreserved(&self, counter: &AtomicUsize) -> usize {
-        let n = self.config.cores;
-        loop {
-            let i = counter.fetch_add(1, Ordering::Relaxed) % n;
-            if !self.config.is_reserved(i) {
-                return i;
-            }
-        }
-    }
-
-    fn least_loaded(&self) -> usize {
-        let mut best: Option<(f64, u64, usize)> = None;
-        for c in self.cores.iter().filter(|c| c.reserved_for.is_none()) {
-            let score = c.load() + c.stats.queued.load(Ordering::Relaxed) as f64 / 1000.0;
-            let parts = c.stats.partitions.load(Ordering::Relaxed);
-            let better = match best {
-                None => true,
-                Some((s, p, _)) => score < s || (score == s && parts < p),
-            };
-            if better {
-                best = Some((score, parts, c.index));
-            }
-        }
-        best.map(|b| b.2).unwrap_or(0)
     }
 
     /// Makes the owner apply a partition's new shares.
