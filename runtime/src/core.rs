@@ -546,7 +546,15 @@ impl CoreLocal {
             let live: usize = owned.iter().map(|p| p.tasks.lock().wakers.len()).sum();
             drop(owned);
             if live == 0 {
-                break;
+                // Exit only if no adoption slipped in since the last look:
+                // under the lock adoptions are sent with, so a core that
+                // migrates a partition here either gets its adoption seen
+                // or gets it back and keeps the partition.
+                let mut exited = self.core_shared().exited.lock();
+                if self.control.is_empty() {
+                    *exited = true;
+                    break;
+                }
             }
             std::thread::yield_now();
         }

@@ -152,6 +152,7 @@ impl Builder {
                 latency_pending: AtomicBool::new(false),
                 stats: CoreStats::default(),
                 reserved_for: config.reserved[i].clone(),
+                exited: Mutex::new(false),
             });
             locals.push((poll, rx, cpus.get(i).copied()));
         }
@@ -310,6 +311,9 @@ pub(crate) struct CoreShared {
     pub(crate) latency_pending: AtomicBool,
     pub(crate) stats: CoreStats,
     pub(crate) reserved_for: Option<String>,
+    /// Set, under the lock, when the core has finished shutting down; see
+    /// [`CoreShared::send_adoption`].
+    pub(crate) exited: Mutex<bool>,
 }
 
 impl CoreShared {
@@ -345,14 +349,26 @@ impl CoreShared {
         }
     }
 
+    /// Sends a message that carries nothing the core must take care of
+    /// (it is dropped if the core has exited).
     pub(crate) fn send(&self, msg: Control) {
-        let _ = self.try_send(msg);
+        if self.control.send(msg).is_ok() {
+            self.unpark();
+        }
     }
 
-    /// Sends `msg`, or gives it back if the core has exited.
-    pub(crate) fn try_send(&self, msg: Control) -> Result<(), Control> {
+    /// Sends an adoption, or gives it back if the core has finished its
+    /// shutdown: a partition's tasks must never land in a channel nobody
+    /// reads. The lock pairs with the exiting core's last look at its
+    /// channel.
+    pub(crate) fn send_adoption(&self, msg: Control) -> Result<(), Control> {
+        let exited = self.exited.lock();
+        if *exited {
+            return Err(msg);
+        }
         match self.control.send(msg) {
             Ok(()) => {
+                drop(exited);
                 self.unpark();
                 Ok(())
             }

@@ -84,7 +84,7 @@ impl CoreLocal {
         // The target may have exited (the runtime is shutting down): then
         // keep the partition; this core's own shutdown drops its tasks.
         if let Err(Control::Adopt(adoption)) =
-            self.shared.cores[to].try_send(Control::Adopt(adoption))
+            self.shared.cores[to].send_adoption(Control::Adopt(adoption))
         {
             let Adoption {
                 partition,
