@@ -96,7 +96,15 @@ pub(crate) struct CoreLocal {
     deferred: RefCell<Vec<(Arc<PartitionInner>, usize)>>,
     load_at: Cell<Nanos>,
     load_busy: Cell<u64>,
+    /// IO operations the running task may still perform in this poll.
+    budget: Cell<u32>,
+    polls_since_io: Cell<u64>,
+    last_io: Cell<Nanos>,
 }
+
+/// Harvest IO readiness at least every this many polls while busy (as
+/// tokio's `event_interval`), and at least once per `task_quota`.
+const IO_EVERY_POLLS: u64 = 61;
 
 /// The body of core thread `index`.
 pub(crate) fn run(
@@ -142,6 +150,9 @@ pub(crate) fn run(
         deferred: RefCell::new(Vec::new()),
         load_at: Cell::new(0),
         load_busy: Cell::new(0),
+        budget: Cell::new(crate::io::BUDGET),
+        polls_since_io: Cell::new(0),
+        last_io: Cell::new(0),
     });
     CORE.with(|c| *c.borrow_mut() = Some(core.clone()));
     let _ = ready.send(Ok(()));
@@ -178,6 +189,17 @@ impl CoreLocal {
         match t.checked_duration_since(instant) {
             Some(d) => nanos.saturating_add(d.as_nanos() as Nanos),
             None => nanos.saturating_sub(instant.duration_since(t).as_nanos() as Nanos),
+        }
+    }
+
+    /// Takes one unit of the running task's IO budget.
+    pub(crate) fn consume_budget(&self) -> bool {
+        match self.budget.get() {
+            0 => false,
+            n => {
+                self.budget.set(n - 1);
+                true
+            }
         }
     }
 
@@ -299,6 +321,7 @@ impl CoreLocal {
                 let Some(task) = task else { break };
                 // The task future catches its own panics; this catches one
                 // from a destructor or a waker, which must not kill the core.
+                self.budget.set(crate::io::BUDGET);
                 let _ = catch_unwind(AssertUnwindSafe(|| task.run()));
                 now = self.tick();
                 self.sched.borrow_mut().poll_done(now);
@@ -315,6 +338,7 @@ impl CoreLocal {
             self.sched.borrow_mut().end_turn();
             self.current.set(NO_TURN);
             cs.stats.add_turn(now.saturating_sub(start), polls);
+            self.polls_since_io.set(self.polls_since_io.get() + polls);
         }
     }
 
@@ -334,6 +358,19 @@ impl CoreLocal {
         let now = self.now.get();
         if now >= self.timer_due.get() {
             self.fire_timers(Instant::now());
+        }
+        // Sockets get their readiness between turns, often enough that a
+        // busy core's IO waits at most one quota or a few dozen polls.
+        if !self.core_shared().io.is_empty()
+            && (self.polls_since_io.get() >= IO_EVERY_POLLS
+                || now.saturating_sub(self.last_io.get())
+                    >= self.shared.config.sched.task_quota.as_nanos() as Nanos)
+        {
+            let ready = self.reactor.borrow_mut().poll_now(&self.core_shared().io);
+            self.io_harvested(now);
+            for w in ready {
+                w.wake();
+            }
         }
         if !self.retiring.borrow().is_empty() {
             self.retire_idle();
@@ -450,9 +487,13 @@ impl CoreLocal {
             return;
         }
         cs.stats.add_park();
-        self.reactor.borrow_mut().park(deadline);
+        let ready = self.reactor.borrow_mut().park(deadline, &cs.io);
         flag.unpark_self();
         let now = self.tick();
+        self.io_harvested(now);
+        for w in ready {
+            w.wake();
+        }
         self.anchor.set((Instant::now(), now));
         if now.saturating_sub(self.load_at.get()) >= LOAD_PERIOD_NS {
             // The time asleep counts as idle.
@@ -461,6 +502,11 @@ impl CoreLocal {
         if deadline.is_some() {
             self.fire_timers(Instant::now());
         }
+    }
+
+    fn io_harvested(&self, now: Nanos) {
+        self.polls_since_io.set(0);
+        self.last_io.set(now);
     }
 
     fn retire_idle(&self) {

@@ -12,7 +12,7 @@
 //!
 //! Modules, one concept each:
 //! `runtime` (builder, runtime, handles), `core` (the per-core loop),
-//! `reactor` (poll, eventfd, timerfd), `park` (the park/unpark protocol),
+//! `reactor` (poll, eventfd, timerfd), [`io`] (sockets on the reactors), `park` (the park/unpark protocol),
 //! `waker` (where a woken task goes), `task` (spawn, join, abort),
 //! `partition` (partitions), `placement` (where they start), `core/migrate` (moving a
 //! partition between cores), `balance` (automatic rebalancing), `timer` and
@@ -24,6 +24,7 @@
 mod balance;
 mod context;
 mod core;
+pub mod io;
 mod loom;
 pub mod metrics;
 mod park;

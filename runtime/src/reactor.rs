@@ -9,8 +9,10 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
+use crate::io::IoDriver;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use rustix::time::{
@@ -49,25 +51,31 @@ impl Reactor {
         })
     }
 
-    /// Blocks until a wakeup, or until `deadline` if there is one.
-    pub(crate) fn park(&mut self, deadline: Option<Instant>) {
+    /// Blocks until a wakeup, IO readiness, or `deadline` if there is one;
+    /// returns the wakers of the tasks whose sockets became ready.
+    pub(crate) fn park(&mut self, deadline: Option<Instant>, io: &IoDriver) -> Vec<Waker> {
         if let Err(e) = self.arm(deadline) {
             // Without the timerfd, fall back to epoll's own (millisecond)
             // timeout rather than sleeping past the deadline.
             let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             debug_assert!(false, "timerfd_settime failed: {e}");
-            self.wait(timeout);
-            return;
+            return self.wait(timeout, io);
         }
-        self.wait(None);
+        self.wait(None, io)
     }
 
-    fn wait(&mut self, timeout: Option<Duration>) {
+    /// Harvests IO readiness without blocking.
+    pub(crate) fn poll_now(&mut self, io: &IoDriver) -> Vec<Waker> {
+        self.wait(Some(Duration::ZERO), io)
+    }
+
+    fn wait(&mut self, timeout: Option<Duration>, io: &IoDriver) -> Vec<Waker> {
+        let mut ready = Vec::new();
         match self.poll.poll(&mut self.events, timeout) {
             Ok(()) => {}
             // A signal, or a transient failure: the core looks at its queues
             // and parks again.
-            Err(_) => return,
+            Err(_) => return ready,
         }
         for event in self.events.iter() {
             if event.token() == TIMER_TOKEN {
@@ -77,6 +85,8 @@ impl Reactor {
                 self.armed = None;
             }
         }
+        io.dispatch(self.events.iter(), &mut ready);
+        ready
     }
 
     fn arm(&mut self, deadline: Option<Instant>) -> io::Result<()> {

@@ -22,6 +22,7 @@ use parking_lot::Mutex;
 use crate::balance;
 use crate::context::with_core;
 use crate::core::{self, Control};
+use crate::io::IoDriver;
 use crate::metrics::{CoreStats, RuntimeMetrics};
 use crate::park::ParkFlag;
 use crate::partition::{
@@ -153,6 +154,7 @@ impl Builder {
                 stats: CoreStats::default(),
                 reserved_for: config.reserved[i].clone(),
                 exited: Mutex::new(false),
+                io: IoDriver::new(poll.registry().try_clone()?),
             });
             locals.push((poll, rx, cpus.get(i).copied()));
         }
@@ -311,6 +313,8 @@ pub(crate) struct CoreShared {
     pub(crate) latency_pending: AtomicBool,
     pub(crate) stats: CoreStats,
     pub(crate) reserved_for: Option<String>,
+    /// The sockets registered with this core's `mio::Poll`.
+    pub(crate) io: IoDriver,
     /// Set, under the lock, when the core has finished shutting down; see
     /// [`CoreShared::send_adoption`].
     pub(crate) exited: Mutex<bool>,
