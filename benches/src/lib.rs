@@ -24,6 +24,31 @@ pub fn tokio_rt() -> tokio::runtime::Runtime {
         .expect("build a current_thread tokio runtime")
 }
 
+/// tokio's work-stealing runtime with `workers` worker threads and its
+/// timer driver (the reference for the multi-core benches).
+pub fn tokio_multi_rt(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("build a multi_thread tokio runtime")
+}
+
+/// A fixed amount of CPU work that does not read the clock: `rounds`
+/// rounds of xorshift64. Unlike [`burn`], a thread that the OS preempts
+/// mid-way gets no credit for the time it waited, so counting completed
+/// calls measures CPU actually obtained.
+#[inline(never)]
+pub fn cpu_work(rounds: u32) -> u64 {
+    let mut x = std::hint::black_box(0x9E37_79B9_7F4A_7C15u64);
+    for _ in 0..rounds {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+    }
+    std::hint::black_box(x)
+}
+
 /// Spins on the clock for `d` (CPU work that no optimiser removes).
 #[inline(never)]
 pub fn burn(d: Duration) {
@@ -45,6 +70,11 @@ pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
 /// A duration in milliseconds with three decimals.
 pub fn ms(d: Duration) -> String {
     format!("{:.3}", d.as_secs_f64() * 1e3)
+}
+
+/// A duration in microseconds with one decimal.
+pub fn us(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1e6)
 }
 
 /// The machine, for the reports: CPU count and model.

@@ -255,13 +255,11 @@ impl<T> Scheduler<T> {
             tasks,
             lag,
         } = detached;
-        let tasks: VecDeque<Queued<T>> = tasks
-            .into_iter()
-            .map(|q| Queued {
-                task: q.task,
-                queued_at: now,
-            })
-            .collect();
+        let mut tasks = tasks;
+        // In place: a long queue must not be copied before its first poll.
+        for q in tasks.iter_mut() {
+            q.queued_at = now;
+        }
         let has_tasks = !tasks.is_empty();
         let vruntime = self.min_vruntime.saturating_add(lag);
         let key = self.insert_slot(params, stats, tasks, vruntime);

@@ -33,6 +33,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::core::Control;
+use crate::partition::PartitionInner;
 use crate::runtime::Shared;
 
 /// A move needs `gap >= weight + MARGIN`.
@@ -55,6 +56,11 @@ pub(crate) fn spawn(
         .name("fairloop-balancer".into())
         .spawn(move || {
             let mut balancer = Balancer::default();
+            // A baseline, so that the first look already sees an interval's
+            // worth of CPU time.
+            if let Some(shared) = shared.upgrade() {
+                balancer.record_busy(&shared.partitions());
+            }
             loop {
                 match stop.recv_timeout(every) {
                     Err(RecvTimeoutError::Timeout) => {}
@@ -84,24 +90,30 @@ struct Balancer {
 }
 
 struct Candidate {
-    partition: Arc<crate::partition::PartitionInner>,
+    partition: Arc<PartitionInner>,
     weight: f64,
 }
 
 impl Balancer {
-    fn look(&mut self, shared: &Arc<Shared>) {
-        self.looks += 1;
-        let partitions = shared.partitions();
-        // CPU time of each partition since the previous look.
+    /// Each partition's CPU time since the previous call (zero for one not
+    /// seen before), remembering the current figures.
+    fn record_busy(&mut self, partitions: &[Arc<PartitionInner>]) -> HashMap<u64, Duration> {
         let mut deltas = HashMap::with_capacity(partitions.len());
         let mut last_busy = HashMap::with_capacity(partitions.len());
-        for p in &partitions {
+        for p in partitions {
             let busy = p.stats.snapshot().busy;
             let before = self.last_busy.get(&p.id).copied().unwrap_or(busy);
             deltas.insert(p.id, busy.saturating_sub(before));
             last_busy.insert(p.id, busy);
         }
         self.last_busy = last_busy;
+        deltas
+    }
+
+    fn look(&mut self, shared: &Arc<Shared>) {
+        self.looks += 1;
+        let partitions = shared.partitions();
+        let deltas = self.record_busy(&partitions);
         self.moved_at
             .retain(|_, at| self.looks.saturating_sub(*at) <= COOLDOWN);
 
