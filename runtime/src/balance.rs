@@ -21,14 +21,15 @@
 //! by a margin (so 2:1 partitions on two cores stay put — moving one would
 //! give 1:2), the same busiest/idlest pair on two consecutive looks, and a
 //! partition that moved rests for several intervals before it may move
-//! again. Pinned partitions, partitions in transit and reserved cores are
+//! again. After a move the balancer waits until the demand figures can
+//! show it before deciding anything else, so it does not overshoot. Pinned partitions, partitions in transit and reserved cores are
 //! never touched.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
@@ -44,6 +45,10 @@ const MIN_WEIGHT: f64 = 0.25;
 const STREAK: u32 = 2;
 /// Looks a partition rests after it moved.
 const COOLDOWN: u64 = 5;
+/// After a move, the demand figures (a 10 ms-sampled average) need this
+/// long to show it; deciding earlier would see the old imbalance and
+/// overshoot.
+const SETTLE: Duration = Duration::from_millis(150);
 
 /// Starts the balancer thread; it stops when `stop` is disconnected or the
 /// runtime is gone.
@@ -72,7 +77,7 @@ pub(crate) fn spawn(
                 if shared.is_closed() {
                     return;
                 }
-                balancer.look(&shared);
+                balancer.look(&shared, every);
             }
         })
 }
@@ -87,6 +92,8 @@ struct Balancer {
     /// The (busiest, idlest) pair seen last, and for how many looks.
     pair: Option<(usize, usize)>,
     streak: u32,
+    /// No decision before this (set after a move).
+    settle_until: Option<Instant>,
 }
 
 struct Candidate {
@@ -110,10 +117,13 @@ impl Balancer {
         deltas
     }
 
-    fn look(&mut self, shared: &Arc<Shared>) {
+    fn look(&mut self, shared: &Arc<Shared>, every: Duration) {
         self.looks += 1;
         let partitions = shared.partitions();
         let deltas = self.record_busy(&partitions);
+        if self.settle_until.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
         self.moved_at
             .retain(|_, at| self.looks.saturating_sub(*at) <= COOLDOWN);
 
@@ -179,6 +189,7 @@ impl Balancer {
         self.pair = None;
         if shared.check_migration(&best.partition, idlest).is_ok() {
             self.moved_at.insert(best.partition.id, self.looks);
+            self.settle_until = Some(Instant::now() + SETTLE.max(every * 2));
             shared.cores[busiest].send(Control::Migrate(best.partition, idlest));
         }
     }

@@ -145,7 +145,7 @@ impl PartitionInner {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        task::spawn_into(self, future, false)
+        task::spawn_into(self.clone(), future, false)
     }
 
     pub(crate) fn metrics(&self) -> PartitionMetrics {

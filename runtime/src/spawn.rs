@@ -64,7 +64,7 @@ where
     F::Output: Send + 'static,
 {
     match target(true) {
-        Target::Partition(p) => p.spawn(future),
+        Target::Partition(p) => task::spawn_into(p, future, false),
         Target::Closed => JoinHandle::refused(JoinError::cancelled(Cancelled::Shutdown)),
         Target::Outside => outside_runtime("fairloop::spawn"),
     }
@@ -86,7 +86,7 @@ where
     match target(false) {
         // The caller runs a task of `p` on this thread, so this thread owns
         // `p`: the contract `spawn_into` needs for a local task.
-        Target::Partition(p) => task::spawn_into(&p, future, true),
+        Target::Partition(p) => task::spawn_into(p, future, true),
         Target::Closed => JoinHandle::refused(JoinError::cancelled(Cancelled::Shutdown)),
         Target::Outside => outside_runtime("fairloop::spawn_local"),
     }

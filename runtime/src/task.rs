@@ -145,7 +145,7 @@ impl Drop for Deregister<'_> {
 /// pinned to the calling core thread, so the task is only ever polled and
 /// dropped there.
 pub(crate) fn spawn_into<F>(
-    partition: &Arc<PartitionInner>,
+    partition: Arc<PartitionInner>,
     future: F,
     local: bool,
 ) -> JoinHandle<F::Output>
@@ -153,7 +153,7 @@ where
     F: Future + 'static,
 {
     let meta = TaskMeta {
-        partition: partition.clone(),
+        partition,
         cancel: AtomicU8::new(RUNNING),
         key: AtomicUsize::new(usize::MAX),
     };
@@ -172,21 +172,26 @@ where
             .metadata(meta)
             .spawn_unchecked(wrap(future), waker::schedule)
     };
-    if local {
-        partition.pin_for_local();
-    }
-    {
+    let registered = {
+        let partition = &runnable.metadata().partition;
+        if local {
+            partition.pin_for_local();
+        }
         let mut set = partition.tasks.lock();
         // Checking the runtime's flag under the set's lock closes the race
         // with shutdown: a core that starts shutting down after this check
         // finds the task in the set and drops it.
         if set.closed || partition.shared.is_closed() {
-            drop(set);
-            cancel_now(runnable);
-            return JoinHandle::from_task(task);
+            false
+        } else {
+            let key = set.wakers.insert(runnable.waker());
+            runnable.metadata().key.store(key, Ordering::Release);
+            true
         }
-        let key = set.wakers.insert(runnable.waker());
-        runnable.metadata().key.store(key, Ordering::Release);
+    };
+    if !registered {
+        cancel_now(runnable);
+        return JoinHandle::from_task(task);
     }
     runnable.schedule();
     JoinHandle::from_task(task)
