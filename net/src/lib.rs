@@ -9,8 +9,19 @@
 //! [`fairloop_runtime::io`] for the mechanics (edge-triggered draining, the
 //! cooperative budget).
 //!
-//! Every socket implements `futures_io::AsyncRead`/`AsyncWrite` where that
-//! applies. Errors (address in use, connection refused or reset, a socket
+//! Every stream ([`TcpStream`], [`UnixStream`]) implements
+//! `futures_io::AsyncRead`/`AsyncWrite`, for itself and for a shared
+//! reference. Datagram sockets ([`UdpSocket`], [`UnixDatagram`]) have async
+//! `send`/`recv` methods on `&self`.
+//!
+//! Features (none by default):
+//! * `tokio`: the streams also implement `tokio::io::AsyncRead`/`AsyncWrite`
+//!   (for tokio-util codecs, hyper-util's `TokioIo`, ...). No tokio runtime
+//!   is involved.
+//! * `hyper`: the streams implement `hyper::rt::Read`/`Write`, and the
+//!   `hyper` module has an executor and a timer for hyper 1.x.
+//!
+//! Errors (address in use, connection refused or reset, a socket
 //! used after its runtime is gone) are `io::Error`s, never panics.
 
 #![warn(missing_docs)]
@@ -18,9 +29,16 @@
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 
+#[cfg(feature = "hyper")]
+pub mod hyper;
+mod stream;
 mod tcp;
+mod udp;
+mod unix;
 
 pub use tcp::{TcpListener, TcpStream};
+pub use udp::UdpSocket;
+pub use unix::{UnixDatagram, UnixListener, UnixStream};
 
 /// Tries `f` on each address `addr` resolves to; the last error if none
 /// works.

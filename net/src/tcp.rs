@@ -1,13 +1,11 @@
 //! TCP: listeners (also `SO_REUSEPORT` ones, one per core) and streams.
 
 use std::fmt;
-use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::io;
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
 use fairloop_runtime::io::{Direction, IoSource};
-use futures_io::{AsyncRead, AsyncWrite};
 use futures_lite::future::poll_fn;
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -53,6 +51,15 @@ impl TcpListener {
         })
     }
 
+    /// Wraps a std listener (for one configured by hand, e.g. with
+    /// `socket2`); it is switched to non-blocking mode here.
+    pub fn from_std(listener: std::net::TcpListener) -> io::Result<Self> {
+        listener.set_nonblocking(true)?;
+        Ok(TcpListener {
+            io: IoSource::new(mio::net::TcpListener::from_std(listener)),
+        })
+    }
+
     /// Waits for a connection.
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
         let (stream, addr) =
@@ -66,6 +73,18 @@ impl TcpListener {
     }
 }
 
+impl AsRawFd for TcpListener {
+    fn as_raw_fd(&self) -> RawFd {
+        self.io.get_ref().as_raw_fd()
+    }
+}
+
+impl AsFd for TcpListener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.io.get_ref().as_fd()
+    }
+}
+
 impl fmt::Debug for TcpListener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TcpListener")
@@ -76,9 +95,11 @@ impl fmt::Debug for TcpListener {
 
 /// A TCP connection.
 ///
-/// It implements `futures_io::AsyncRead` and `AsyncWrite` (vectored writes
-/// included), and so does `&TcpStream`: share it (for example in an `Arc`)
-/// to read in one task and write in another.
+/// It implements `futures_io::AsyncRead` and `AsyncWrite` (vectored reads
+/// and writes included), and so does `&TcpStream`: share it (for example in
+/// an `Arc`) to read in one task and write in another. With the `tokio`
+/// feature it implements `tokio::io::AsyncRead`/`AsyncWrite` too, and with
+/// the `hyper` feature `hyper::rt::Read`/`Write` (no adapter needed).
 pub struct TcpStream {
     io: IoSource<mio::net::TcpStream>,
 }
@@ -88,6 +109,13 @@ impl TcpStream {
         TcpStream {
             io: IoSource::new(stream),
         }
+    }
+
+    /// Wraps a connected std stream (for one configured by hand, e.g. with
+    /// `socket2`); it is switched to non-blocking mode here.
+    pub fn from_std(stream: std::net::TcpStream) -> io::Result<Self> {
+        stream.set_nonblocking(true)?;
+        Ok(TcpStream::from_mio(mio::net::TcpStream::from_std(stream)))
     }
 
     /// Connects to `addr` (trying each address it resolves to in turn).
@@ -156,93 +184,22 @@ impl TcpStream {
     pub async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
         poll_fn(|cx| self.io.poll_io(cx, Direction::Read, |s| s.peek(buf))).await
     }
+}
 
-    fn poll_read_priv(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-        self.io.poll_io(cx, Direction::Read, |mut s| s.read(buf))
-    }
+crate::stream::impl_stream_io!(TcpStream);
+crate::stream::impl_stream_io!(&TcpStream);
 
-    fn poll_read_vectored_priv(
-        &self,
-        cx: &mut Context<'_>,
-        bufs: &mut [IoSliceMut<'_>],
-    ) -> Poll<io::Result<usize>> {
-        self.io
-            .poll_io(cx, Direction::Read, |mut s| s.read_vectored(bufs))
-    }
-
-    fn poll_write_priv(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        self.io.poll_io(cx, Direction::Write, |mut s| s.write(buf))
-    }
-
-    fn poll_write_vectored_priv(
-        &self,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        self.io
-            .poll_io(cx, Direction::Write, |mut s| s.write_vectored(bufs))
-    }
-
-    fn poll_close_priv(&self) -> Poll<io::Result<()>> {
-        Poll::Ready(match self.shutdown(Shutdown::Write) {
-            // Already closed by the peer: nothing left to shut.
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
-            r => r,
-        })
+impl AsRawFd for TcpStream {
+    fn as_raw_fd(&self) -> RawFd {
+        self.io.get_ref().as_raw_fd()
     }
 }
 
-macro_rules! impl_async_io {
-    ($t:ty) => {
-        impl AsyncRead for $t {
-            fn poll_read(
-                self: Pin<&mut Self>,
-                cx: &mut Context<'_>,
-                buf: &mut [u8],
-            ) -> Poll<io::Result<usize>> {
-                self.poll_read_priv(cx, buf)
-            }
-
-            fn poll_read_vectored(
-                self: Pin<&mut Self>,
-                cx: &mut Context<'_>,
-                bufs: &mut [IoSliceMut<'_>],
-            ) -> Poll<io::Result<usize>> {
-                self.poll_read_vectored_priv(cx, bufs)
-            }
-        }
-
-        impl AsyncWrite for $t {
-            fn poll_write(
-                self: Pin<&mut Self>,
-                cx: &mut Context<'_>,
-                buf: &[u8],
-            ) -> Poll<io::Result<usize>> {
-                self.poll_write_priv(cx, buf)
-            }
-
-            fn poll_write_vectored(
-                self: Pin<&mut Self>,
-                cx: &mut Context<'_>,
-                bufs: &[IoSlice<'_>],
-            ) -> Poll<io::Result<usize>> {
-                self.poll_write_vectored_priv(cx, bufs)
-            }
-
-            fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-                // Writes go straight to the kernel: nothing is buffered here.
-                Poll::Ready(Ok(()))
-            }
-
-            fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-                self.poll_close_priv()
-            }
-        }
-    };
+impl AsFd for TcpStream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.io.get_ref().as_fd()
+    }
 }
-
-impl_async_io!(TcpStream);
-impl_async_io!(&TcpStream);
 
 impl fmt::Debug for TcpStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

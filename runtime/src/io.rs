@@ -75,10 +75,13 @@ impl Direction {
         }
     }
 
-    fn ready_bit(self) -> u64 {
+    /// The bits an operation's `WouldBlock` proves stale: the direction
+    /// is neither ready nor closed, and any pending socket error was
+    /// consumed by that very call.
+    fn stale_bits(self) -> u64 {
         match self {
-            Direction::Read => READABLE,
-            Direction::Write => WRITABLE,
+            Direction::Read => READABLE | READ_CLOSED | ERROR,
+            Direction::Write => WRITABLE | WRITE_CLOSED | ERROR,
         }
     }
 }
@@ -139,12 +142,15 @@ impl ScheduledIo {
         }
     }
 
-    /// Clears `dir`'s ready bit unless an event arrived after `seen`.
+    /// After a `WouldBlock`: clears `dir`'s readiness unless an event
+    /// arrived after `seen`. Sticky bits (closed, error) go too — an
+    /// error-only event that a call already consumed must not keep the
+    /// socket looking ready, or its task would spin.
     fn clear(&self, dir: Direction, seen: u64) {
         let _ = self
             .readiness
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
-                (cur & !READY_BITS == seen & !READY_BITS).then_some(cur & !dir.ready_bit())
+                (cur & !READY_BITS == seen & !READY_BITS).then_some(cur & !dir.stale_bits())
             });
     }
 }
