@@ -7,6 +7,8 @@
 
 use std::time::{Duration, Instant};
 
+pub mod net;
+
 /// A one-core fairloop runtime, unpinned (the bench machine is shared).
 pub fn fairloop_rt() -> fairloop::Runtime {
     fairloop::Runtime::builder()

@@ -1,0 +1,545 @@
+//! The server side of the networking benches, one process per run so that
+//! its CPU time and memory can be read from `/proc/<pid>` alone.
+//!
+//! ```text
+//! net_server echo RUNTIME [--buf BYTES] [--addr ADDR]
+//! net_server http RUNTIME [--addr ADDR]
+//! ```
+//!
+//! `echo`: a TCP echo server on one core (one thread). `RUNTIME` is one of
+//! `fairloop` (`cores(1)`, unpinned), `tokio` (`current_thread`),
+//! `monoio-legacy` (its epoll driver), `monoio-uring` (its io_uring driver),
+//! `glommio` (one `LocalExecutor`, io_uring), `mio` (a hand-written
+//! single-thread epoll loop: no tasks, no wakers; the practical limit) or
+//! `mio-eagain` (the same loop, but reading until `WouldBlock` after every
+//! read, which costs one more `recv` per request).
+//! Every connection reads into a `BYTES`-byte buffer (default 16 KiB) and
+//! writes back what it read.
+//!
+//! `http`: `/work` (fans out into [`SUBTASKS`] sub-tasks of CPU work) on
+//! one port and `/health` on another, one core. `fairloop` serves `/work`
+//! in an `api` partition and `/health` in a `healthcheck` partition with
+//! `.latency(1 ms)`; `tokio` (`current_thread`) runs the same handlers.
+//!
+//! The server prints `ready ADDR [ADDR]` on stdout once it listens (for
+//! `http`: the `/work` address, then the `/health` address) and serves
+//! until its stdin closes.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use fairloop_benches::net::{exit_when_stdin_closes, http, raise_nofile};
+
+/// Sub-tasks one `/work` request fans out into.
+const SUBTASKS: usize = 8;
+/// xorshift rounds of CPU work per sub-task (about 200 µs on the bench
+/// machine): fixed work, so throughput counts CPU actually obtained.
+const SUBTASK_ROUNDS: u32 = 140_000;
+
+fn main() -> io::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let usage = "usage: net_server echo|http RUNTIME [--buf BYTES] [--addr ADDR]";
+    let (Some(kind), Some(runtime)) = (args.first(), args.get(1)) else {
+        eprintln!("{usage}");
+        std::process::exit(2);
+    };
+    let mut buf = 16 * 1024;
+    let mut addr: SocketAddr = "127.0.0.1:0".parse().expect("an address");
+    let mut rest = args[2..].iter();
+    while let Some(a) = rest.next() {
+        let v = rest.next().unwrap_or_else(|| {
+            eprintln!("{a} needs a value\n{usage}");
+            std::process::exit(2)
+        });
+        match a.as_str() {
+            "--buf" => buf = v.parse().expect("--buf BYTES"),
+            "--addr" => addr = v.parse().expect("--addr ADDR"),
+            _ => {
+                eprintln!("unknown argument {a}\n{usage}");
+                std::process::exit(2);
+            }
+        }
+    }
+    raise_nofile();
+    exit_when_stdin_closes();
+    match (kind.as_str(), runtime.as_str()) {
+        ("echo", "fairloop") => echo_fairloop::run(addr, buf),
+        ("echo", "tokio") => echo_tokio::run(addr, buf),
+        ("echo", "monoio-legacy") => echo_monoio::run_legacy(addr, buf),
+        ("echo", "monoio-uring") => echo_monoio::run_uring(addr, buf),
+        ("echo", "glommio") => echo_glommio::run(addr, buf),
+        ("echo", "mio") => echo_mio::run(addr, buf, false),
+        ("echo", "mio-eagain") => echo_mio::run(addr, buf, true),
+        ("http", "fairloop") => http_fairloop::run(addr),
+        ("http", "tokio") => http_tokio::run(addr),
+        _ => {
+            eprintln!("unknown server {kind} {runtime}\n{usage}");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// Tells the bench where to connect.
+fn ready(addrs: &[SocketAddr]) {
+    let list: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+    let mut out = io::stdout().lock();
+    let _ = writeln!(out, "ready {}", list.join(" "));
+    let _ = out.flush();
+}
+
+/// One `/work` sub-task: fixed CPU work.
+fn subtask(i: usize) -> u64 {
+    fairloop_benches::cpu_work(SUBTASK_ROUNDS) ^ i as u64
+}
+
+/// The response to a parsed request, given the `/work` result.
+fn respond(req: &http::Request, work: Option<u64>) -> Vec<u8> {
+    match (req.path.as_str(), work) {
+        ("/work", Some(sum)) => {
+            http::response("200 OK", format!("{sum}\n").as_bytes(), req.keep_alive)
+        }
+        ("/health", _) => http::response("200 OK", b"ok\n", req.keep_alive),
+        _ => http::response("404 Not Found", b"not found\n", req.keep_alive),
+    }
+}
+
+mod echo_fairloop {
+    use super::*;
+    use fairloop::net::{TcpListener, TcpStream};
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
+
+    pub fn run(addr: SocketAddr, buf: usize) -> io::Result<()> {
+        let rt = fairloop_benches::fairloop_rt();
+        let listener = TcpListener::bind(addr)?;
+        ready(&[listener.local_addr()?]);
+        rt.block_on(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((s, _)) => fairloop::spawn(async move {
+                        let _ = echo(s, buf).await;
+                    })
+                    .detach(),
+                    Err(e) => {
+                        eprintln!("net_server: accept: {e}");
+                        fairloop::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+        })
+    }
+
+    async fn echo(mut s: TcpStream, buf: usize) -> io::Result<()> {
+        s.set_nodelay(true)?;
+        let mut buf = vec![0u8; buf];
+        loop {
+            let n = s.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            s.write_all(&buf[..n]).await?;
+        }
+    }
+}
+
+mod echo_tokio {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    pub fn run(addr: SocketAddr, buf: usize) -> io::Result<()> {
+        let rt = fairloop_benches::tokio_rt();
+        rt.block_on(async move {
+            let listener = TcpListener::bind(addr).await?;
+            ready(&[listener.local_addr()?]);
+            loop {
+                match listener.accept().await {
+                    Ok((s, _)) => {
+                        tokio::spawn(async move {
+                            let _ = echo(s, buf).await;
+                        });
+                    }
+                    Err(e) => {
+                        eprintln!("net_server: accept: {e}");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+        })
+    }
+
+    async fn echo(mut s: TcpStream, buf: usize) -> io::Result<()> {
+        s.set_nodelay(true)?;
+        let mut buf = vec![0u8; buf];
+        loop {
+            let n = s.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            s.write_all(&buf[..n]).await?;
+        }
+    }
+}
+
+mod echo_monoio {
+    use super::*;
+    use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+    use monoio::net::{TcpListener, TcpStream};
+
+    pub fn run_legacy(addr: SocketAddr, buf: usize) -> io::Result<()> {
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()?;
+        rt.block_on(serve(addr, buf))
+    }
+
+    pub fn run_uring(addr: SocketAddr, buf: usize) -> io::Result<()> {
+        let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .enable_timer()
+            .build()?;
+        rt.block_on(serve(addr, buf))
+    }
+
+    async fn serve(addr: SocketAddr, buf: usize) -> io::Result<()> {
+        let listener = TcpListener::bind(addr)?;
+        ready(&[listener.local_addr()?]);
+        loop {
+            match listener.accept().await {
+                Ok((s, _)) => {
+                    monoio::spawn(async move {
+                        let _ = echo(s, buf).await;
+                    });
+                }
+                Err(e) => {
+                    eprintln!("net_server: accept: {e}");
+                    monoio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+
+    async fn echo(mut s: TcpStream, buf: usize) -> io::Result<()> {
+        s.set_nodelay(true)?;
+        // monoio owns the buffer during the operation: read fills the
+        // Vec's spare capacity and sets its length.
+        let mut buf = Vec::with_capacity(buf);
+        loop {
+            let (r, b) = s.read(buf).await;
+            if r? == 0 {
+                return Ok(());
+            }
+            let (r, mut b) = s.write_all(b).await;
+            r?;
+            b.clear();
+            buf = b;
+        }
+    }
+}
+
+mod echo_glommio {
+    use super::*;
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
+    use glommio::net::{TcpListener, TcpStream};
+
+    pub fn run(addr: SocketAddr, buf: usize) -> io::Result<()> {
+        let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .make()
+            .map_err(|e| io::Error::other(format!("glommio executor: {e}")))?;
+        ex.run(async move {
+            let listener = TcpListener::bind(addr).map_err(|e| io::Error::other(e.to_string()))?;
+            ready(&[listener
+                .local_addr()
+                .map_err(|e| io::Error::other(e.to_string()))?]);
+            loop {
+                match listener.accept().await {
+                    Ok(s) => {
+                        glommio::spawn_local(async move {
+                            let _ = echo(s, buf).await;
+                        })
+                        .detach();
+                    }
+                    Err(e) => {
+                        eprintln!("net_server: accept: {e}");
+                        glommio::timer::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+        })
+    }
+
+    async fn echo(mut s: TcpStream, buf: usize) -> io::Result<()> {
+        s.set_nodelay(true)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        let mut buf = vec![0u8; buf];
+        loop {
+            let n = s.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            s.write_all(&buf[..n]).await?;
+        }
+    }
+}
+
+/// The practical limit: one thread, one epoll, edge-triggered; every
+/// connection is a slab entry with its buffer. No tasks, no wakers, no
+/// queues: an event leads straight to the read and write syscalls.
+mod echo_mio {
+    use super::*;
+    use mio::net::{TcpListener, TcpStream};
+    use mio::{Events, Interest, Poll, Token};
+    use slab::Slab;
+
+    const LISTENER: Token = Token(usize::MAX);
+
+    struct Conn {
+        stream: TcpStream,
+        buf: Vec<u8>,
+        /// Bytes of `buf` read and not yet written back: `pos..len`.
+        pos: usize,
+        len: usize,
+        /// Whether the socket may have bytes to read (a readable edge came
+        /// after the last short read or `WouldBlock`).
+        readable: bool,
+    }
+
+    /// `to_eagain`: read until `WouldBlock` even after a short read (one
+    /// more `recv` per request), as fairloop's `IoSource` does today.
+    pub fn run(addr: SocketAddr, buf: usize, to_eagain: bool) -> io::Result<()> {
+        let mut poll = Poll::new()?;
+        let mut listener = TcpListener::bind(addr)?;
+        ready(&[listener.local_addr()?]);
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let mut conns: Slab<Conn> = Slab::new();
+        let mut events = Events::with_capacity(1024);
+        loop {
+            match poll.poll(&mut events, None) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            for ev in events.iter() {
+                if ev.token() == LISTENER {
+                    loop {
+                        match listener.accept() {
+                            Ok((mut stream, _)) => {
+                                let _ = stream.set_nodelay(true);
+                                let entry = conns.vacant_entry();
+                                poll.registry().register(
+                                    &mut stream,
+                                    Token(entry.key()),
+                                    Interest::READABLE | Interest::WRITABLE,
+                                )?;
+                                entry.insert(Conn {
+                                    stream,
+                                    buf: vec![0u8; buf],
+                                    pos: 0,
+                                    len: 0,
+                                    readable: true,
+                                });
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                            Err(e) => {
+                                eprintln!("net_server: accept: {e}");
+                                break;
+                            }
+                        }
+                    }
+                    continue;
+                }
+                let key = ev.token().0;
+                let done = match conns.get_mut(key) {
+                    Some(c) => {
+                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                            c.readable = true;
+                        }
+                        drive(c, to_eagain).unwrap_or(true)
+                    }
+                    None => false,
+                };
+                if done {
+                    let mut c = conns.remove(key);
+                    let _ = poll.registry().deregister(&mut c.stream);
+                }
+            }
+        }
+    }
+
+    /// Echoes until the socket would block; `true` when the peer closed.
+    /// A short read (fewer bytes than the buffer holds) means the receive
+    /// queue was empty at that moment, and the next byte to arrive brings a
+    /// new edge: so, as tokio does, no second `read` just to see
+    /// `WouldBlock`.
+    fn drive(c: &mut Conn, to_eagain: bool) -> io::Result<bool> {
+        loop {
+            while c.pos < c.len {
+                match c.stream.write(&c.buf[c.pos..c.len]) {
+                    Ok(n) => c.pos += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            c.pos = 0;
+            c.len = 0;
+            if !c.readable {
+                return Ok(false);
+            }
+            match c.stream.read(&mut c.buf) {
+                Ok(0) => return Ok(true),
+                Ok(n) => {
+                    c.len = n;
+                    c.readable = to_eagain || n == c.buf.len();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.readable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Reads requests off a connection and answers them; generic over how to
+/// read, write and do the `/work` fan-out, so both runtimes run the same
+/// handler code.
+macro_rules! serve_http {
+    ($stream:expr, $work:expr) => {{
+        let mut s = $stream;
+        let _ = s.set_nodelay(true);
+        let mut buf: Vec<u8> = Vec::with_capacity(4096);
+        let mut chunk = [0u8; 4096];
+        loop {
+            let req = loop {
+                match http::parse_request(&buf) {
+                    Ok(Some(req)) => break req,
+                    Ok(None) => {}
+                    Err(msg) => {
+                        let resp = http::response("400 Bad Request", msg.as_bytes(), false);
+                        let _ = s.write_all(&resp).await;
+                        return;
+                    }
+                }
+                match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            };
+            buf.drain(..req.len);
+            let work = if req.path == "/work" {
+                Some($work.await)
+            } else {
+                None
+            };
+            let resp = respond(&req, work);
+            if s.write_all(&resp).await.is_err() || !req.keep_alive {
+                return;
+            }
+        }
+    }};
+}
+
+mod http_fairloop {
+    use super::*;
+    use fairloop::net::{TcpListener, TcpStream};
+    use fairloop::partition::Partition;
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
+
+    pub fn run(addr: SocketAddr) -> io::Result<()> {
+        let rt = fairloop_benches::fairloop_rt();
+        let api_l = TcpListener::bind(addr)?;
+        let health_l = TcpListener::bind(addr)?;
+        ready(&[api_l.local_addr()?, health_l.local_addr()?]);
+        rt.block_on(async move {
+            // Both partitions live on the one core; the listener (and so
+            // every connection it accepts) belongs to the partition whose
+            // task first polls it.
+            let api = Partition::builder().name("api").build()?;
+            let health = Partition::builder()
+                .name("healthcheck")
+                .latency(Duration::from_millis(1))
+                .build()?;
+            let a = api.spawn(accept_loop(api_l));
+            let h = health.spawn(accept_loop(health_l));
+            let _ = futures_lite::future::zip(a, h).await;
+            Ok(())
+        })
+    }
+
+    async fn accept_loop(l: TcpListener) {
+        loop {
+            match l.accept().await {
+                // `fairloop::spawn` from a partition's task: the connection
+                // task (and its sub-tasks) stay in that partition.
+                Ok((s, _)) => fairloop::spawn(conn(s)).detach(),
+                Err(e) => {
+                    eprintln!("net_server: accept: {e}");
+                    fairloop::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+
+    async fn conn(s: TcpStream) {
+        serve_http!(s, work())
+    }
+
+    async fn work() -> u64 {
+        let parts: Vec<_> = (0..SUBTASKS)
+            .map(|i| fairloop::spawn(async move { subtask(i) }))
+            .collect();
+        let mut sum = 0u64;
+        for p in parts {
+            sum = sum.wrapping_add(p.await.unwrap_or(0));
+        }
+        sum
+    }
+}
+
+mod http_tokio {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    pub fn run(addr: SocketAddr) -> io::Result<()> {
+        let rt = fairloop_benches::tokio_rt();
+        rt.block_on(async move {
+            let api_l = TcpListener::bind(addr).await?;
+            let health_l = TcpListener::bind(addr).await?;
+            ready(&[api_l.local_addr()?, health_l.local_addr()?]);
+            let a = tokio::spawn(accept_loop(api_l));
+            let h = tokio::spawn(accept_loop(health_l));
+            let _ = tokio::join!(a, h);
+            Ok(())
+        })
+    }
+
+    async fn accept_loop(l: TcpListener) {
+        loop {
+            match l.accept().await {
+                Ok((s, _)) => {
+                    tokio::spawn(conn(s));
+                }
+                Err(e) => {
+                    eprintln!("net_server: accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+
+    async fn conn(s: TcpStream) {
+        serve_http!(s, work())
+    }
+
+    async fn work() -> u64 {
+        let parts: Vec<_> = (0..SUBTASKS)
+            .map(|i| tokio::spawn(async move { subtask(i) }))
+            .collect();
+        let mut sum = 0u64;
+        for p in parts {
+            sum = sum.wrapping_add(p.await.unwrap_or(0));
+        }
+        sum
+    }
+}
