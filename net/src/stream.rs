@@ -34,7 +34,8 @@ pub(crate) fn poll_read<S: Stream>(
 where
     for<'a> &'a S: Read,
 {
-    io.poll_io(cx, Direction::Read, |mut s| s.read(buf))
+    let len = buf.len();
+    io.poll_stream(cx, Direction::Read, len, |mut s| s.read(buf))
 }
 
 pub(crate) fn poll_read_vectored<S: Stream>(
@@ -45,7 +46,8 @@ pub(crate) fn poll_read_vectored<S: Stream>(
 where
     for<'a> &'a S: Read,
 {
-    io.poll_io(cx, Direction::Read, |mut s| s.read_vectored(bufs))
+    let len = bufs.iter().map(|b| b.len()).sum();
+    io.poll_stream(cx, Direction::Read, len, |mut s| s.read_vectored(bufs))
 }
 
 /// Reads into uninitialised memory (`recv` through `socket2`, which never
@@ -57,7 +59,10 @@ pub(crate) fn poll_read_uninit<S: Stream>(
     cx: &mut Context<'_>,
     buf: &mut [std::mem::MaybeUninit<u8>],
 ) -> Poll<io::Result<usize>> {
-    io.poll_io(cx, Direction::Read, |s| socket2::SockRef::from(s).recv(buf))
+    let len = buf.len();
+    io.poll_stream(cx, Direction::Read, len, |s| {
+        socket2::SockRef::from(s).recv(buf)
+    })
 }
 
 pub(crate) fn poll_write<S: Stream>(
@@ -68,7 +73,7 @@ pub(crate) fn poll_write<S: Stream>(
 where
     for<'a> &'a S: Write,
 {
-    io.poll_io(cx, Direction::Write, |mut s| s.write(buf))
+    io.poll_stream(cx, Direction::Write, buf.len(), |mut s| s.write(buf))
 }
 
 pub(crate) fn poll_write_vectored<S: Stream>(
@@ -79,7 +84,8 @@ pub(crate) fn poll_write_vectored<S: Stream>(
 where
     for<'a> &'a S: Write,
 {
-    io.poll_io(cx, Direction::Write, |mut s| s.write_vectored(bufs))
+    let len = bufs.iter().map(|b| b.len()).sum();
+    io.poll_stream(cx, Direction::Write, len, |mut s| s.write_vectored(bufs))
 }
 
 /// Shuts the write half (the peer reads end of stream).

@@ -215,6 +215,18 @@ impl CoreLocal {
         }
     }
 
+    /// The id of the partition whose task is running now, if any.
+    pub(crate) fn current_partition_id(&self) -> Option<u64> {
+        match self.current.get() {
+            NO_TURN => None,
+            k => self
+                .attached
+                .borrow()
+                .get(k)
+                .and_then(|p| p.as_ref().map(|p| p.id)),
+        }
+    }
+
     /// The local path of [`crate::waker::schedule`]: takes `task` if its
     /// partition belongs to this core, else gives it back.
     #[inline]

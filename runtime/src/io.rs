@@ -31,7 +31,7 @@
 use std::fmt;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -147,10 +147,24 @@ impl ScheduledIo {
     /// error-only event that a call already consumed must not keep the
     /// socket looking ready, or its task would spin.
     fn clear(&self, dir: Direction, seen: u64) {
+        self.clear_bits(seen, dir.stale_bits());
+    }
+
+    /// After a short transfer: the buffer is drained (or full), but a
+    /// close or an error that arrived with the data still has to be seen.
+    fn clear_ready(&self, dir: Direction, seen: u64) {
+        let ready = match dir {
+            Direction::Read => READABLE,
+            Direction::Write => WRITABLE,
+        };
+        self.clear_bits(seen, ready);
+    }
+
+    fn clear_bits(&self, seen: u64, bits: u64) {
         let _ = self
             .readiness
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
-                (cur & !READY_BITS == seen & !READY_BITS).then_some(cur & !dir.stale_bits())
+                (cur & !READY_BITS == seen & !READY_BITS).then_some(cur & !bits)
             });
     }
 }
@@ -161,7 +175,7 @@ pub(crate) struct IoDriver {
     registry: mio::Registry,
     sources: Mutex<Slab<Arc<ScheduledIo>>>,
     /// `sources.len()`, readable without the lock.
-    count: std::sync::atomic::AtomicUsize,
+    count: AtomicUsize,
 }
 
 impl IoDriver {
@@ -169,7 +183,7 @@ impl IoDriver {
         IoDriver {
             registry,
             sources: Mutex::new(Slab::new()),
-            count: std::sync::atomic::AtomicUsize::new(0),
+            count: AtomicUsize::new(0),
         }
     }
 
@@ -196,8 +210,7 @@ impl IoDriver {
         }
     }
 
-    fn register(&self, fd: &impl AsRawFd) -> io::Result<(usize, Arc<ScheduledIo>)> {
-        let io = Arc::new(ScheduledIo::default());
+    fn register(&self, fd: &impl AsRawFd, io: &Arc<ScheduledIo>) -> io::Result<usize> {
         let index = {
             let mut sources = self.sources.lock();
             let index = sources.insert(io.clone());
@@ -213,7 +226,7 @@ impl IoDriver {
             self.remove(index);
             return Err(e);
         }
-        Ok((index, io))
+        Ok(index)
     }
 
     fn deregister(&self, fd: &impl AsRawFd, index: usize) {
@@ -233,12 +246,12 @@ struct Registered {
     runtime: Arc<crate::runtime::Shared>,
     core: usize,
     index: usize,
-    io: Arc<ScheduledIo>,
     /// The partition whose tasks use the source; see the module docs.
     home: Arc<PartitionInner>,
-    /// The partition that polled last, by id.
-    last_user: u64,
 }
+
+/// `IoSource::core` before the first registration.
+const UNREGISTERED: usize = usize::MAX;
 
 /// A non-blocking file descriptor served by the fairloop reactors.
 ///
@@ -247,6 +260,18 @@ struct Registered {
 /// `IoSource` deregisters it.
 pub struct IoSource<S: AsRawFd> {
     source: S,
+    /// The readiness record, the same across re-registrations, so a poll
+    /// may use it without the lock.
+    io: Arc<ScheduledIo>,
+    /// Copies of the registration for the lock-free fast path: the
+    /// runtime's id, the core, the home partition's id. Written under
+    /// `registered`'s lock; a stale read only sends a poll down the slow
+    /// path, or uses `io`, which is valid wherever the source is registered.
+    runtime_id: AtomicU64,
+    core: AtomicUsize,
+    home_id: AtomicU64,
+    /// The partition that polled last, by id.
+    last_user: AtomicU64,
     registered: Mutex<Option<Registered>>,
 }
 
@@ -256,6 +281,11 @@ impl<S: AsRawFd> IoSource<S> {
     pub fn new(source: S) -> Self {
         IoSource {
             source,
+            io: Arc::new(ScheduledIo::default()),
+            runtime_id: AtomicU64::new(u64::MAX),
+            core: AtomicUsize::new(UNREGISTERED),
+            home_id: AtomicU64::new(u64::MAX),
+            last_user: AtomicU64::new(u64::MAX),
             registered: Mutex::new(None),
         }
     }
@@ -276,13 +306,38 @@ impl<S: AsRawFd> IoSource<S> {
         &self,
         cx: &mut Context<'_>,
         dir: Direction,
-        mut op: impl FnMut(&S) -> io::Result<R>,
+        op: impl FnMut(&S) -> io::Result<R>,
     ) -> Poll<io::Result<R>> {
+        self.poll_op(cx, dir, op, |_| false)
+    }
+
+    /// [`poll_io`](IoSource::poll_io) for a byte stream's read or write of
+    /// `len` bytes: a short transfer (fewer bytes than asked, but some)
+    /// means the socket's buffer is drained (or full), so readiness is
+    /// cleared at once instead of finding out with one more syscall that
+    /// would block. Only for stream sockets: a datagram is short by nature.
+    pub fn poll_stream(
+        &self,
+        cx: &mut Context<'_>,
+        dir: Direction,
+        len: usize,
+        op: impl FnMut(&S) -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
+        self.poll_op(cx, dir, op, |r| matches!(r, Ok(n) if *n > 0 && *n < len))
+    }
+
+    fn poll_op<R>(
+        &self,
+        cx: &mut Context<'_>,
+        dir: Direction,
+        mut op: impl FnMut(&S) -> io::Result<R>,
+        drained: impl Fn(&io::Result<R>) -> bool,
+    ) -> Poll<io::Result<R>> {
+        if let Err(e) = self.ensure_registered() {
+            return Poll::Ready(Err(e));
+        }
+        let io = &*self.io;
         loop {
-            let io = match self.scheduled_io() {
-                Ok(io) => io,
-                Err(e) => return Poll::Ready(Err(e)),
-            };
             let mut seen = io.readiness.load(Ordering::Acquire);
             if seen & dir.mask() == 0 {
                 io.waker(dir).register(cx.waker());
@@ -297,64 +352,94 @@ impl<S: AsRawFd> IoSource<S> {
             }
             match op(&self.source) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => io.clear(dir, seen),
-                result => return Poll::Ready(result),
+                result => {
+                    if drained(&result) {
+                        io.clear_ready(dir, seen);
+                    }
+                    return Poll::Ready(result);
+                }
             }
         }
     }
 
-    /// The readiness record of this source on the caller's core,
-    /// registering or moving the registration as the module docs say.
-    fn scheduled_io(&self) -> io::Result<Arc<ScheduledIo>> {
+    /// Makes sure the source is registered where it should be, as the
+    /// module docs say: without a lock when the caller is the home
+    /// partition on the core the source is registered with.
+    fn ensure_registered(&self) -> io::Result<()> {
+        let here = with_core(|core| {
+            core.and_then(|c| {
+                c.current_partition_id()
+                    .map(|id| (c.shared.id, c.index, id))
+            })
+        });
+        let Some((runtime_id, core, user)) = here else {
+            return Err(io::Error::other(
+                "fairloop socket used outside a fairloop runtime (or after it shut down): \
+                 use it from a task of the runtime",
+            ));
+        };
+        if self.home_id.load(Ordering::Relaxed) == user
+            && self.core.load(Ordering::Relaxed) == core
+            && self.runtime_id.load(Ordering::Relaxed) == runtime_id
+        {
+            if self.last_user.load(Ordering::Relaxed) != user {
+                self.last_user.store(user, Ordering::Relaxed);
+            }
+            return Ok(());
+        }
+        self.register_slow()
+    }
+
+    fn register_slow(&self) -> io::Result<()> {
         let (runtime, core, user) = with_core(|core| {
             core.and_then(|c| {
                 c.current_partition()
                     .map(|p| (c.shared.clone(), c.index, p))
             })
         })
-        .ok_or_else(|| {
-            io::Error::other(
-                "fairloop socket used outside a fairloop runtime (or after it shut down): \
-                 use it from a task of the runtime",
-            )
-        })?;
+        .ok_or_else(|| io::Error::other("fairloop socket used outside a fairloop runtime"))?;
         let mut reg = self.registered.lock();
+        let last_user = self.last_user.swap(user.id, Ordering::Relaxed);
         if let Some(r) = reg.as_mut() {
             let same_runtime = Arc::ptr_eq(&r.runtime, &runtime);
-            let handed_over = user.id != r.home.id && r.last_user == user.id;
-            r.last_user = user.id;
-            if handed_over && same_runtime {
+            if same_runtime && user.id != r.home.id && last_user == user.id {
+                // Polled twice in a row by another partition: handed over.
                 r.home = user.clone();
+                self.home_id.store(user.id, Ordering::Relaxed);
             }
             let target = r.home.owner();
             if same_runtime && (target == r.core || target != core) {
                 // Registered where its home runs (or the home is elsewhere
                 // and this is a guest poll): events route to the waker.
-                return Ok(r.io.clone());
+                return Ok(());
             }
-            // Its home moved here: re-register on this core.
+            // Its home moved here, or the socket moved to another runtime:
+            // re-register on this core.
             let old = reg.take().expect("checked");
             old.runtime.cores[old.core]
                 .io
                 .deregister(&self.source, old.index);
+            self.core.store(UNREGISTERED, Ordering::Relaxed);
         }
         if runtime.is_closed() {
             return Err(io::Error::other(
                 "fairloop socket used while its runtime shuts down",
             ));
         }
-        let (index, io) = runtime.cores[core].io.register(&self.source)?;
+        let index = runtime.cores[core].io.register(&self.source, &self.io)?;
         // The new epoll only reports the next edge: assume ready, and let a
         // `WouldBlock` clear it.
-        io.set_all();
+        self.io.set_all();
+        self.runtime_id.store(runtime.id, Ordering::Relaxed);
+        self.core.store(core, Ordering::Relaxed);
+        self.home_id.store(user.id, Ordering::Relaxed);
         *reg = Some(Registered {
             runtime,
             core,
             index,
-            io: io.clone(),
-            last_user: user.id,
             home: user,
         });
-        Ok(io)
+        Ok(())
     }
 }
 

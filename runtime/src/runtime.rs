@@ -158,7 +158,9 @@ impl Builder {
             });
             locals.push((poll, rx, cpus.get(i).copied()));
         }
+        static RUNTIME_IDS: AtomicU64 = AtomicU64::new(0);
         let shared = Arc::new(Shared {
+            id: RUNTIME_IDS.fetch_add(1, Ordering::Relaxed),
             cores: cores.into_boxed_slice(),
             registry: Mutex::new(Registry::default()),
             next_id: AtomicU64::new(n as u64),
@@ -407,6 +409,9 @@ impl Registry {
 
 /// State shared by the runtime's cores, handles, partitions and tasks.
 pub(crate) struct Shared {
+    /// Unique among the runtimes of the process (sockets use it to notice
+    /// they moved to another runtime).
+    pub(crate) id: u64,
     pub(crate) cores: Box<[CoreShared]>,
     pub(crate) config: Config,
     registry: Mutex<Registry>,
