@@ -31,6 +31,24 @@ use std::net::{SocketAddr, ToSocketAddrs};
 
 #[cfg(feature = "hyper")]
 pub mod hyper;
+/// `AsRawFd` and `AsFd` for socket types that keep their source in an
+/// `io: IoSource<_>` field (for `socket2::SockRef` and other fd users).
+macro_rules! impl_fd {
+    ($($t:ty),* $(,)?) => {$(
+        impl std::os::fd::AsRawFd for $t {
+            fn as_raw_fd(&self) -> std::os::fd::RawFd {
+                std::os::fd::AsRawFd::as_raw_fd(self.io.get_ref())
+            }
+        }
+
+        impl std::os::fd::AsFd for $t {
+            fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+                std::os::fd::AsFd::as_fd(self.io.get_ref())
+            }
+        }
+    )*};
+}
+
 mod stream;
 mod tcp;
 mod udp;

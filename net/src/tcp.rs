@@ -3,7 +3,6 @@
 use std::fmt;
 use std::io;
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
 use fairloop_runtime::io::{Direction, IoSource};
 use futures_lite::future::poll_fn;
@@ -70,18 +69,6 @@ impl TcpListener {
     /// The address the listener is bound to.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.io.get_ref().local_addr()
-    }
-}
-
-impl AsRawFd for TcpListener {
-    fn as_raw_fd(&self) -> RawFd {
-        self.io.get_ref().as_raw_fd()
-    }
-}
-
-impl AsFd for TcpListener {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.io.get_ref().as_fd()
     }
 }
 
@@ -189,18 +176,6 @@ impl TcpStream {
 crate::stream::impl_stream_io!(TcpStream);
 crate::stream::impl_stream_io!(&TcpStream);
 
-impl AsRawFd for TcpStream {
-    fn as_raw_fd(&self) -> RawFd {
-        self.io.get_ref().as_raw_fd()
-    }
-}
-
-impl AsFd for TcpStream {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.io.get_ref().as_fd()
-    }
-}
-
 impl fmt::Debug for TcpStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TcpStream")
@@ -209,3 +184,5 @@ impl fmt::Debug for TcpStream {
             .finish()
     }
 }
+
+impl_fd!(TcpListener, TcpStream);

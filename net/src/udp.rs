@@ -3,7 +3,6 @@
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
 use fairloop_runtime::io::{Direction, IoSource};
 use futures_lite::future::poll_fn;
@@ -135,18 +134,6 @@ fn first_addr(addr: impl ToSocketAddrs) -> io::Result<SocketAddr> {
     })
 }
 
-impl AsRawFd for UdpSocket {
-    fn as_raw_fd(&self) -> RawFd {
-        self.io.get_ref().as_raw_fd()
-    }
-}
-
-impl AsFd for UdpSocket {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.io.get_ref().as_fd()
-    }
-}
-
 impl fmt::Debug for UdpSocket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UdpSocket")
@@ -155,3 +142,5 @@ impl fmt::Debug for UdpSocket {
             .finish()
     }
 }
+
+impl_fd!(UdpSocket);
