@@ -22,12 +22,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fairloop::partition::{self, Partition};
-use fairloop_benches::{burn, fairloop_rt, machine, ms, quantile, tokio_rt};
-
-const FLOOD_FOR: Duration = Duration::from_secs(2);
-const BATCH: usize = 2_000;
-const WORK: Duration = Duration::from_micros(50);
-const TICK: Duration = Duration::from_millis(10);
+use fairloop_benches::flood::{
+    fl_flood, fl_healthcheck, tk_flood, tk_healthcheck, BATCH, FLOOD_FOR, TICK, WORK,
+};
+use fairloop_benches::{fairloop_rt, machine, ms, quantile, tokio_rt};
 
 struct Outcome {
     name: String,
@@ -49,48 +47,7 @@ impl Outcome {
     }
 }
 
-/// The next tick after `deadline`; if the healthcheck is so late that
-/// it is already past, the next tick is one period from now (missed ticks
-/// are skipped, not bunched).
-fn next_tick(deadline: Instant, woke: Instant) -> Instant {
-    let next = deadline + TICK;
-    if next <= woke {
-        woke + TICK
-    } else {
-        next
-    }
-}
-
 // ---- fairloop ---------------------------------------------------------------
-
-async fn fl_healthcheck(stop: Arc<AtomicBool>) -> Vec<Duration> {
-    let mut samples = Vec::new();
-    let mut deadline = Instant::now() + TICK;
-    loop {
-        fairloop::time::sleep_until(deadline).await;
-        let woke = Instant::now();
-        if stop.load(Ordering::Acquire) {
-            return samples;
-        }
-        samples.push(woke - deadline);
-        deadline = next_tick(deadline, woke);
-    }
-}
-
-async fn fl_flood() -> (u64, Duration) {
-    let start = Instant::now();
-    let mut done = 0u64;
-    while start.elapsed() < FLOOD_FOR {
-        let batch: Vec<_> = (0..BATCH)
-            .map(|_| fairloop::spawn(async { burn(WORK) }))
-            .collect();
-        for t in batch {
-            t.await.expect("flood task ok");
-            done += 1;
-        }
-    }
-    (done, start.elapsed())
-}
 
 fn run_fairloop(latency: Option<Duration>) -> Outcome {
     let rt = fairloop_rt();
@@ -128,35 +85,6 @@ fn run_fairloop(latency: Option<Duration>) -> Outcome {
 }
 
 // ---- tokio ------------------------------------------------------------------
-
-async fn tk_healthcheck(stop: Arc<AtomicBool>) -> Vec<Duration> {
-    let mut samples = Vec::new();
-    let mut deadline = Instant::now() + TICK;
-    loop {
-        tokio::time::sleep_until(deadline.into()).await;
-        let woke = Instant::now();
-        if stop.load(Ordering::Acquire) {
-            return samples;
-        }
-        samples.push(woke - deadline);
-        deadline = next_tick(deadline, woke);
-    }
-}
-
-async fn tk_flood() -> (u64, Duration) {
-    let start = Instant::now();
-    let mut done = 0u64;
-    while start.elapsed() < FLOOD_FOR {
-        let batch: Vec<_> = (0..BATCH)
-            .map(|_| tokio::spawn(async { burn(WORK) }))
-            .collect();
-        for t in batch {
-            t.await.expect("flood task ok");
-            done += 1;
-        }
-    }
-    (done, start.elapsed())
-}
 
 fn run_tokio() -> Outcome {
     let rt = tokio_rt();

@@ -29,12 +29,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fairloop::partition::{self, Partition, Placement};
-use fairloop_benches::{burn, machine, ms, quantile, tokio_multi_rt};
+use fairloop_benches::flood::{
+    fl_flood, fl_healthcheck, next_tick, tk_flood, tk_healthcheck, BATCH, FLOOD_FOR, TICK, WORK,
+};
+use fairloop_benches::{machine, ms, quantile, tokio_multi_rt};
 
-const FLOOD_FOR: Duration = Duration::from_secs(2);
-const BATCH: usize = 2_000;
-const WORK: Duration = Duration::from_micros(50);
-const TICK: Duration = Duration::from_millis(10);
 const P99_LIMIT: Duration = Duration::from_millis(1);
 
 struct Outcome {
@@ -67,16 +66,6 @@ impl Outcome {
     }
 }
 
-/// The next tick after `deadline`, skipping ticks already missed.
-fn next_tick(deadline: Instant, woke: Instant) -> Instant {
-    let next = deadline + TICK;
-    if next <= woke {
-        woke + TICK
-    } else {
-        next
-    }
-}
-
 // ---- the machine's floor ------------------------------------------------------
 
 /// A plain thread sleeping to 10 ms ticks (offset by half a tick from the
@@ -99,35 +88,6 @@ fn os_thread_ticks(stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<Duratio
 }
 
 // ---- fairloop ---------------------------------------------------------------
-
-async fn fl_healthcheck(stop: Arc<AtomicBool>) -> Vec<Duration> {
-    let mut samples = Vec::new();
-    let mut deadline = Instant::now() + TICK;
-    loop {
-        fairloop::time::sleep_until(deadline).await;
-        let woke = Instant::now();
-        if stop.load(Ordering::Acquire) {
-            return samples;
-        }
-        samples.push(woke - deadline);
-        deadline = next_tick(deadline, woke);
-    }
-}
-
-async fn fl_flood() -> (u64, Duration) {
-    let start = Instant::now();
-    let mut done = 0u64;
-    while start.elapsed() < FLOOD_FOR {
-        let batch: Vec<_> = (0..BATCH)
-            .map(|_| fairloop::spawn(async { burn(WORK) }))
-            .collect();
-        for t in batch {
-            t.await.expect("flood task ok");
-            done += 1;
-        }
-    }
-    (done, start.elapsed())
-}
 
 fn run_fairloop(pin: bool) -> Outcome {
     let rt = fairloop::Runtime::builder()
@@ -194,35 +154,6 @@ fn run_fairloop(pin: bool) -> Outcome {
 }
 
 // ---- tokio ------------------------------------------------------------------
-
-async fn tk_healthcheck(stop: Arc<AtomicBool>) -> Vec<Duration> {
-    let mut samples = Vec::new();
-    let mut deadline = Instant::now() + TICK;
-    loop {
-        tokio::time::sleep_until(deadline.into()).await;
-        let woke = Instant::now();
-        if stop.load(Ordering::Acquire) {
-            return samples;
-        }
-        samples.push(woke - deadline);
-        deadline = next_tick(deadline, woke);
-    }
-}
-
-async fn tk_flood() -> (u64, Duration) {
-    let start = Instant::now();
-    let mut done = 0u64;
-    while start.elapsed() < FLOOD_FOR {
-        let batch: Vec<_> = (0..BATCH)
-            .map(|_| tokio::spawn(async { burn(WORK) }))
-            .collect();
-        for t in batch {
-            t.await.expect("flood task ok");
-            done += 1;
-        }
-    }
-    (done, start.elapsed())
-}
 
 fn run_tokio() -> Outcome {
     let rt = tokio_multi_rt(2);
