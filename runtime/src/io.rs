@@ -4,7 +4,7 @@
 //! An [`IoSource`] wraps a non-blocking file descriptor (a `mio` socket).
 //! It registers with the `mio::Poll` of the core whose task first uses it,
 //! edge-triggered, and keeps the readiness the reactor reports in a
-//! [`ScheduledIo`]: a task that finds its socket not ready parks its waker
+//! `ScheduledIo`: a task that finds its socket not ready parks its waker
 //! there, and the reactor's event wakes *that task*, in its own partition,
 //! wherever the partition runs. So a partition that owns its sockets never
 //! waits for another partition to read its bytes: the 2017 proposal's
