@@ -26,6 +26,28 @@ impl Stream for mio::net::UnixStream {
     }
 }
 
+/// Waits until a non-blocking `connect` on `io` has finished: writable
+/// means the handshake ended one way or the other, and the socket's
+/// pending error (`SO_ERROR`) says which.
+pub(crate) async fn connected<S: Stream>(io: &IoSource<S>) -> io::Result<()> {
+    futures_lite::future::poll_fn(|cx| {
+        io.poll_io(cx, Direction::Write, |s| {
+            let sock = socket2::SockRef::from(s);
+            if let Some(e) = sock.take_error()? {
+                return Err(e);
+            }
+            match sock.peer_addr() {
+                Ok(_) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => {
+                    Err(io::ErrorKind::WouldBlock.into())
+                }
+                Err(e) => Err(e),
+            }
+        })
+    })
+    .await
+}
+
 pub(crate) fn poll_read<S: Stream>(
     io: &IoSource<S>,
     cx: &mut Context<'_>,

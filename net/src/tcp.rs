@@ -121,22 +121,7 @@ impl TcpStream {
 
     async fn connect_one(addr: SocketAddr) -> io::Result<Self> {
         let stream = TcpStream::from_mio(mio::net::TcpStream::connect(addr)?);
-        // Writable means the handshake finished, one way or the other.
-        poll_fn(|cx| {
-            stream.io.poll_io(cx, Direction::Write, |s| {
-                if let Some(e) = s.take_error()? {
-                    return Err(e);
-                }
-                match s.peer_addr() {
-                    Ok(_) => Ok(()),
-                    Err(e) if e.kind() == io::ErrorKind::NotConnected => {
-                        Err(io::ErrorKind::WouldBlock.into())
-                    }
-                    Err(e) => Err(e),
-                }
-            })
-        })
-        .await?;
+        crate::stream::connected(&stream.io).await?;
         Ok(stream)
     }
 

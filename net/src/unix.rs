@@ -91,23 +91,7 @@ impl UnixStream {
     /// a listener whose backlog is full is `ErrorKind::WouldBlock`.
     pub async fn connect(path: impl AsRef<Path>) -> io::Result<Self> {
         let stream = UnixStream::from_mio(mio::net::UnixStream::connect(path)?);
-        // Writable means the connection is established, one way or the
-        // other.
-        poll_fn(|cx| {
-            stream.io.poll_io(cx, Direction::Write, |s| {
-                if let Some(e) = s.take_error()? {
-                    return Err(e);
-                }
-                match s.peer_addr() {
-                    Ok(_) => Ok(()),
-                    Err(e) if e.kind() == io::ErrorKind::NotConnected => {
-                        Err(io::ErrorKind::WouldBlock.into())
-                    }
-                    Err(e) => Err(e),
-                }
-            })
-        })
-        .await?;
+        crate::stream::connected(&stream.io).await?;
         Ok(stream)
     }
 
