@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_deque::Injector;
-use fairloop_partitions::{check_shares, PartitionStats, DEFAULT_SHARES};
+use fairloop_partitions::{check_shares, PartitionStats};
 use parking_lot::Mutex;
 
 use crate::context::{self, with_core, Here};
@@ -490,8 +490,4 @@ pub(crate) fn outside_core(what: &str) -> ! {
 
 pub(crate) fn invalid(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, msg.into())
-}
-
-pub(crate) fn default_shares() -> u32 {
-    DEFAULT_SHARES
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use crossbeam_deque::Injector;
-use fairloop_partitions::{check_shares, Fairness, SchedulerConfig};
+use fairloop_partitions::{check_shares, Fairness, SchedulerConfig, DEFAULT_SHARES};
 use parking_lot::Mutex;
 
 use crate::balance;
@@ -25,9 +25,7 @@ use crate::core::{self, Control};
 use crate::io::IoDriver;
 use crate::metrics::{CoreStats, RuntimeMetrics};
 use crate::park::ParkFlag;
-use crate::partition::{
-    default_shares, invalid, NewPartition, Partition, PartitionBuilder, PartitionInner,
-};
+use crate::partition::{invalid, NewPartition, Partition, PartitionBuilder, PartitionInner};
 use crate::placement::Placement;
 use crate::reactor::WAKER_TOKEN;
 use crate::task::{Cancelled, JoinError, JoinHandle};
@@ -178,7 +176,7 @@ impl Builder {
                         id: i as u64,
                         name: None,
                         anonymous: false,
-                        shares: default_shares(),
+                        shares: DEFAULT_SHARES,
                         latency: None,
                         pinned: true,
                         core: i,
@@ -474,7 +472,7 @@ impl Shared {
     ) -> io::Result<Arc<PartitionInner>> {
         let shares = match b.shares {
             Some(s) => check_shares(s).map_err(invalid)?,
-            None => default_shares(),
+            None => DEFAULT_SHARES,
         };
         if let Some(name) = &b.name {
             if name.is_empty() {
