@@ -27,8 +27,9 @@ use fairloop_benches::{machine, quantile, us};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_net_server");
-const RUNTIMES: [&str; 7] = [
+const RUNTIMES: [&str; 8] = [
     "fairloop",
+    "fairloop-epoll",
     "tokio",
     "monoio-legacy",
     "monoio-uring",

@@ -4,7 +4,7 @@ use std::fmt;
 use std::io;
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
 
-use fairloop_runtime::io::{Direction, IoSource};
+use fairloop_runtime::io::{Direction, IoSource, StreamSource};
 use futures_lite::future::poll_fn;
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -88,13 +88,13 @@ impl fmt::Debug for TcpListener {
 /// feature it implements `tokio::io::AsyncRead`/`AsyncWrite` too, and with
 /// the `hyper` feature `hyper::rt::Read`/`Write` (no adapter needed).
 pub struct TcpStream {
-    io: IoSource<mio::net::TcpStream>,
+    io: StreamSource<mio::net::TcpStream>,
 }
 
 impl TcpStream {
     fn from_mio(stream: mio::net::TcpStream) -> Self {
         TcpStream {
-            io: IoSource::new(stream),
+            io: StreamSource::new(stream),
         }
     }
 
@@ -146,15 +146,27 @@ impl TcpStream {
     }
 
     /// Shuts down the read half, the write half (the peer reads end of
-    /// stream), or both.
+    /// stream), or both. Bytes written earlier that are still on their way
+    /// to the kernel (see the crate docs on io_uring) go first: the write
+    /// half shuts right after them. Writes afterwards fail with
+    /// `BrokenPipe`.
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        self.io.get_ref().shutdown(how)
+        self.io.shutdown(how)
     }
 
     /// Reads what the peer sent without consuming it (`MSG_PEEK`): for
     /// routing a connection by its first bytes before anyone reads them.
     pub async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
-        poll_fn(|cx| self.io.poll_io(cx, Direction::Read, |s| s.peek(buf))).await
+        // Bytes the runtime already received (and no read took) come first.
+        if let Some(n) = self.io.peek_buffered(buf) {
+            return Ok(n);
+        }
+        poll_fn(|cx| {
+            self.io
+                .readiness()
+                .poll_io(cx, Direction::Read, |s| s.peek(buf))
+        })
+        .await
     }
 }
 

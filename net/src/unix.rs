@@ -7,7 +7,7 @@ use std::net::Shutdown;
 use std::os::unix::net::SocketAddr;
 use std::path::Path;
 
-use fairloop_runtime::io::{Direction, IoSource};
+use fairloop_runtime::io::{Direction, IoSource, StreamSource};
 use futures_lite::future::poll_fn;
 use socket2::{Domain, SockAddr, Socket, Type};
 
@@ -76,13 +76,13 @@ impl fmt::Debug for UnixListener {
 /// feature it implements `tokio::io::AsyncRead`/`AsyncWrite` too, and with
 /// the `hyper` feature `hyper::rt::Read`/`Write`.
 pub struct UnixStream {
-    io: IoSource<mio::net::UnixStream>,
+    io: StreamSource<mio::net::UnixStream>,
 }
 
 impl UnixStream {
     fn from_mio(stream: mio::net::UnixStream) -> Self {
         UnixStream {
-            io: IoSource::new(stream),
+            io: StreamSource::new(stream),
         }
     }
 
@@ -119,9 +119,12 @@ impl UnixStream {
     }
 
     /// Shuts down the read half, the write half (the peer reads end of
-    /// stream), or both.
+    /// stream), or both. Bytes written earlier that are still on their way
+    /// to the kernel (see the crate docs on io_uring) go first: the write
+    /// half shuts right after them. Writes afterwards fail with
+    /// `BrokenPipe`.
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        self.io.get_ref().shutdown(how)
+        self.io.shutdown(how)
     }
 
     /// Takes the pending socket error (`SO_ERROR`), if any.

@@ -11,9 +11,11 @@
 //!    tasks one poll at a time until the turn's allowance, quota or a
 //!    preemption ends it. Only the clock is read per poll (a TSC read via
 //!    `quanta`), to charge CPU time and detect long polls.
-//! 3. *Nothing runnable*: park in `epoll_wait` until IO, the next timer
-//!    (armed on a `timerfd` for sub-millisecond precision) or a wakeup from
-//!    another thread ([`crate::park`]).
+//! 3. *Nothing runnable*: park in `epoll_wait` (or in `io_uring_enter`
+//!    while stream reads and writes are in flight on the core's ring,
+//!    [`crate::uring`]) until IO, the next timer (armed on a `timerfd` for
+//!    sub-millisecond precision) or a wakeup from another thread
+//!    ([`crate::park`]).
 //!
 //! All of a core's state lives in [`CoreLocal`], owned by its thread and
 //! reachable from tasks through the thread-local [`crate::context::CORE`].
@@ -102,6 +104,10 @@ pub(crate) struct CoreLocal {
     last_io: Cell<Nanos>,
 }
 
+/// How long an exiting core waits for the kernel to give back its ring's
+/// buffers (cancelled socket operations come back at once).
+const RING_SHUTDOWN_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Harvest IO readiness at least every this many polls while busy (as
 /// tokio's `event_interval`), and at least once per `task_quota`.
 const IO_EVERY_POLLS: u64 = 61;
@@ -120,13 +126,16 @@ pub(crate) fn run(
         .stats
         .pinned
         .store(pinned, Ordering::Relaxed);
-    let reactor = match Reactor::new(poll) {
+    let reactor = match Reactor::new(poll, shared.config.io_uring) {
         Ok(r) => r,
         Err(e) => {
             let _ = ready.send(Err(e));
             return;
         }
     };
+    shared.cores[index]
+        .ring
+        .store(reactor.ring.is_some(), Ordering::Relaxed);
     let clock = quanta::Clock::new();
     let epoch = clock.now();
     let core = Rc::new(CoreLocal {
@@ -201,6 +210,13 @@ impl CoreLocal {
                 true
             }
         }
+    }
+
+    /// Runs `f` with this core's completion ring; `None` without one (or
+    /// while the reactor is busy, which a task poll never sees).
+    pub(crate) fn with_ring<R>(&self, f: impl FnOnce(&mut crate::uring::Ring) -> R) -> Option<R> {
+        let mut reactor = self.reactor.try_borrow_mut().ok()?;
+        reactor.ring.as_mut().map(f)
     }
 
     pub(crate) fn is_shutting_down(&self) -> bool {
@@ -367,17 +383,24 @@ impl CoreLocal {
             }
         }
         self.drain_pending();
+        self.take_cancels();
         let now = self.now.get();
         if now >= self.timer_due.get() {
             self.fire_timers(Instant::now());
         }
-        // Sockets get their readiness between turns, often enough that a
-        // busy core's IO waits at most one quota or a few dozen polls.
-        if !self.core_shared().io.is_empty()
+        // Sockets get their readiness and ring completions between turns,
+        // often enough that a busy core's IO waits at most one quota or a
+        // few dozen polls. Ring entries queued by the turn go to the kernel
+        // now if more work follows (a core about to park submits them as
+        // it parks, in the same syscall).
+        let reactor = self.reactor.borrow();
+        let io_due = reactor.has_io(&self.core_shared().io)
             && (self.polls_since_io.get() >= IO_EVERY_POLLS
                 || now.saturating_sub(self.last_io.get())
-                    >= self.shared.config.sched.task_quota.as_nanos() as Nanos)
-        {
+                    >= self.shared.config.sched.task_quota.as_nanos() as Nanos
+                || (reactor.unsubmitted() > 0 && self.sched.borrow().has_runnable()));
+        drop(reactor);
+        if io_due {
             let ready = self.reactor.borrow_mut().poll_now(&self.core_shared().io);
             self.io_harvested(now);
             for w in ready {
@@ -394,6 +417,20 @@ impl CoreLocal {
             .stats
             .queued
             .store(self.sched.borrow().total_queued() as u64, Ordering::Relaxed);
+    }
+
+    /// Cancels the ring operations other threads asked to cancel.
+    fn take_cancels(&self) {
+        let cs = self.core_shared();
+        if !cs.has_cancels() {
+            return;
+        }
+        let cancels = cs.take_cancels();
+        self.with_ring(|ring| {
+            for user_data in cancels {
+                ring.cancel(user_data);
+            }
+        });
     }
 
     fn handle(&self, msg: Control) {
@@ -486,8 +523,11 @@ impl CoreLocal {
             return;
         }
         // Local work (queued by a timer or a destructor since the turn
-        // ended) needs no token.
-        let has_work = self.sched.borrow().has_runnable() || !self.retiring.borrow().is_empty();
+        // ended) needs no token; neither do cancellations asked for by
+        // other threads.
+        let has_work = self.sched.borrow().has_runnable()
+            || !self.retiring.borrow().is_empty()
+            || cs.has_cancels();
         if has_work {
             flag.unpark_self();
             return;
@@ -569,6 +609,17 @@ impl CoreLocal {
         self.current.set(NO_TURN);
         let queued = self.sched.borrow_mut().drain_all();
         self.graveyard.borrow_mut().extend(queued);
+        self.bury();
+        // The buried tasks' sockets asked for their reads to be cancelled;
+        // cancel everything else on the ring too, and wait until the kernel
+        // has let go of every buffer. A task elsewhere waiting for one of
+        // these operations is woken (and submits again on its own core).
+        self.take_cancels();
+        let mut woken = Vec::new();
+        self.with_ring(|ring| ring.shutdown(RING_SHUTDOWN_LIMIT, &mut woken));
+        for w in woken {
+            w.wake();
+        }
         self.bury();
         loop {
             // Partitions may still arrive (adoptions sent before shutdown):

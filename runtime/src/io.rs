@@ -44,6 +44,8 @@ use slab::Slab;
 use crate::context::with_core;
 use crate::partition::PartitionInner;
 
+pub use crate::stream::{StreamSource, MAX_RECV, MAX_SEND};
+
 /// Ready IO operations one task poll may perform before it yields.
 pub const BUDGET: u32 = 128;
 
@@ -461,6 +463,6 @@ impl<S: AsRawFd + fmt::Debug> fmt::Debug for IoSource<S> {
 
 /// Takes one unit of the running task's IO budget; `false` when it is
 /// spent (the caller yields).
-fn consume_budget() -> bool {
+pub(crate) fn consume_budget() -> bool {
     with_core(|core| core.is_none_or(|c| c.consume_budget()))
 }

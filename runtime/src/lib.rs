@@ -12,7 +12,8 @@
 //!
 //! Modules, one concept each:
 //! `runtime` (builder, runtime, handles), `core` (the per-core loop),
-//! `reactor` (poll, eventfd, timerfd), [`io`] (sockets on the reactors), `park` (the park/unpark protocol),
+//! `reactor` (poll, eventfd, timerfd), `uring` (the per-core completion
+//! ring), [`io`] (sockets on the reactors; `stream`: byte streams on the ring), `park` (the park/unpark protocol),
 //! `waker` (where a woken task goes), `task` (spawn, join, abort),
 //! `partition` (partitions), `placement` (where they start), `core/migrate` (moving a
 //! partition between cores), `balance` (automatic rebalancing), `timer` and
@@ -33,9 +34,11 @@ mod placement;
 mod reactor;
 mod runtime;
 mod spawn;
+mod stream;
 mod task;
 pub mod time;
 mod timer;
+mod uring;
 mod waker;
 
 pub use fairloop_partitions::Fairness;

@@ -1,5 +1,11 @@
-//! The IO half of a core: its `mio::Poll`, its wakeup eventfd and its
-//! timer fd.
+//! The IO half of a core: its `mio::Poll`, its wakeup eventfd, its timer
+//! fd, and its completion ring ([`crate::uring`]) where the kernel allows
+//! one.
+//!
+//! A core parks in `io_uring_enter` while operations are in flight on its
+//! ring (the ring watches the epoll fd, so readiness, the timerfd and
+//! wakeups from other threads end that wait too), and in `epoll_wait`
+//! otherwise.
 //!
 //! `epoll_wait` takes its timeout in whole milliseconds, which would make
 //! every timer up to a millisecond late. So a core that parks with a timer
@@ -13,6 +19,7 @@ use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use crate::io::IoDriver;
+use crate::uring::Ring;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use rustix::time::{
@@ -25,6 +32,9 @@ pub(crate) const WAKER_TOKEN: Token = Token(0);
 const TIMER_TOKEN: Token = Token(1);
 
 pub(crate) struct Reactor {
+    /// Declared first so it is dropped first: it watches `poll`'s fd, and
+    /// its drop waits for the kernel to give back every buffer.
+    pub(crate) ring: Option<Ring>,
     poll: Poll,
     events: Events,
     timerfd: OwnedFd,
@@ -33,7 +43,9 @@ pub(crate) struct Reactor {
 }
 
 impl Reactor {
-    pub(crate) fn new(poll: Poll) -> io::Result<Self> {
+    /// A reactor around `poll`, with a ring if `ring` and the kernel allows
+    /// it.
+    pub(crate) fn new(poll: Poll, ring: bool) -> io::Result<Self> {
         let timerfd = timerfd_create(
             TimerfdClockId::Monotonic,
             TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC,
@@ -43,7 +55,13 @@ impl Reactor {
             TIMER_TOKEN,
             Interest::READABLE,
         )?;
+        let ring = if ring {
+            Ring::new(poll.as_raw_fd()).ok()
+        } else {
+            None
+        };
         Ok(Reactor {
+            ring,
             poll,
             events: Events::with_capacity(256),
             timerfd,
@@ -61,12 +79,54 @@ impl Reactor {
             debug_assert!(false, "timerfd_settime failed: {e}");
             return self.wait(timeout, io);
         }
+        if let Some(ring) = self.ring.as_mut().filter(|r| r.is_active()) {
+            let mut ready = Vec::new();
+            if ring.wait(&mut ready) {
+                ready.extend(self.harvest(io));
+            }
+            return ready;
+        }
         self.wait(None, io)
     }
 
-    /// Harvests IO readiness without blocking.
+    /// Whether the core has IO to look at between turns: registered
+    /// sockets, or operations on its ring.
+    pub(crate) fn has_io(&self, io: &IoDriver) -> bool {
+        !io.is_empty() || self.ring.as_ref().is_some_and(Ring::is_active)
+    }
+
+    /// Ring entries waiting to be handed to the kernel.
+    pub(crate) fn unsubmitted(&self) -> usize {
+        self.ring.as_ref().map_or(0, Ring::unsubmitted)
+    }
+
+    /// Submits queued ring entries and harvests completions and IO
+    /// readiness, without blocking.
     pub(crate) fn poll_now(&mut self, io: &IoDriver) -> Vec<Waker> {
-        self.wait(Some(Duration::ZERO), io)
+        match self.ring.as_mut() {
+            Some(ring) => {
+                let mut ready = Vec::new();
+                if ring.poll_now(&mut ready) {
+                    ready.extend(self.harvest(io));
+                }
+                ready
+            }
+            None => self.wait(Some(Duration::ZERO), io),
+        }
+    }
+
+    /// Epoll readiness, after the ring said the epoll fd signalled.
+    fn harvest(&mut self, io: &IoDriver) -> Vec<Waker> {
+        let mut ready = Vec::new();
+        loop {
+            let more = self.wait(Some(Duration::ZERO), io);
+            ready.extend(more);
+            // A full batch may have left events behind; they raise no new
+            // signal on the ring, so look again.
+            if self.events.iter().count() < self.events.capacity() {
+                return ready;
+            }
+        }
     }
 
     fn wait(&mut self, timeout: Option<Duration>, io: &IoDriver) -> Vec<Waker> {

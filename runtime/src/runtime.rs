@@ -44,6 +44,7 @@ pub struct Builder {
     placement: Placement,
     sched: SchedulerConfig,
     rebalance: Option<Duration>,
+    io_uring: bool,
 }
 
 impl Default for Builder {
@@ -55,8 +56,19 @@ impl Default for Builder {
             placement: Placement::Local,
             sched: SchedulerConfig::default(),
             rebalance: None,
+            io_uring: io_uring_default(),
         }
     }
+}
+
+/// `Builder::io_uring`'s default: on, unless the environment variable
+/// `FAIRLOOP_IO_URING` is `0`, `off` or `false` (an operator's switch that
+/// needs no rebuild).
+fn io_uring_default() -> bool {
+    !matches!(
+        std::env::var("FAIRLOOP_IO_URING").as_deref(),
+        Ok("0" | "off" | "false")
+    )
 }
 
 impl Builder {
@@ -127,6 +139,22 @@ impl Builder {
         self
     }
 
+    /// Whether stream sockets (TCP, Unix) read and write through a
+    /// per-core `io_uring` where the kernel allows one (default `true`,
+    /// unless the environment variable `FAIRLOOP_IO_URING` is `0`, `off`
+    /// or `false`). The ring hands a core's reads and writes to the kernel
+    /// in batches, one syscall per loop iteration instead of one per
+    /// operation; see `fairloop::net` for what changes for a stream (its
+    /// writes are buffered until they reach the kernel: `flush` waits for
+    /// that). Where io_uring is missing or forbidden (an old kernel,
+    /// seccomp, `kernel.io_uring_disabled`), or with `false`, streams use
+    /// epoll readiness and one syscall per read or write.
+    /// [`Runtime::uses_io_uring`] says which one the runtime got.
+    pub fn io_uring(mut self, yes: bool) -> Self {
+        self.io_uring = yes;
+        self
+    }
+
     /// Starts the runtime's cores and returns once all of them run.
     pub fn build(self) -> io::Result<Runtime> {
         let config = self.validate()?;
@@ -153,6 +181,9 @@ impl Builder {
                 reserved_for: config.reserved[i].clone(),
                 exited: Mutex::new(false),
                 io: IoDriver::new(poll.registry().try_clone()?),
+                ring: AtomicBool::new(false),
+                cancels: Mutex::new(Vec::new()),
+                cancel_pending: AtomicBool::new(false),
             });
             locals.push((poll, rx, cpus.get(i).copied()));
         }
@@ -276,6 +307,7 @@ impl Builder {
             placement: self.placement.clone(),
             sched: self.sched,
             rebalance: self.rebalance,
+            io_uring: self.io_uring,
         };
         // The default placement must make sense on its own.
         config.check_placement(&self.placement)?;
@@ -293,6 +325,7 @@ pub(crate) struct Config {
     pub(crate) placement: Placement,
     pub(crate) sched: SchedulerConfig,
     pub(crate) rebalance: Option<Duration>,
+    pub(crate) io_uring: bool,
 }
 
 impl Config {
@@ -318,6 +351,11 @@ pub(crate) struct CoreShared {
     /// Set, under the lock, when the core has finished shutting down; see
     /// [`CoreShared::send_adoption`].
     pub(crate) exited: Mutex<bool>,
+    /// Whether the core got a completion ring.
+    pub(crate) ring: AtomicBool,
+    /// Ring operations other threads want cancelled (`user_data`s).
+    cancels: Mutex<Vec<u64>>,
+    cancel_pending: AtomicBool,
 }
 
 impl CoreShared {
@@ -329,6 +367,27 @@ impl CoreShared {
             // core has exited and there is nobody to wake.
             let _ = self.waker.wake();
         }
+    }
+
+    /// Asks the core to cancel the operation `user_data` on its ring, from
+    /// a thread that cannot touch the ring (it is the core's alone).
+    pub(crate) fn request_cancel(&self, user_data: u64) {
+        self.cancels.lock().push(user_data);
+        self.cancel_pending.store(true, Ordering::Release);
+        self.unpark();
+    }
+
+    /// Whether cancellations wait (the core checks before it parks).
+    pub(crate) fn has_cancels(&self) -> bool {
+        self.cancel_pending.load(Ordering::Acquire)
+    }
+
+    /// The cancellations asked for since the last call.
+    pub(crate) fn take_cancels(&self) -> Vec<u64> {
+        if !self.cancel_pending.swap(false, Ordering::AcqRel) {
+            return Vec::new();
+        }
+        std::mem::take(&mut *self.cancels.lock())
     }
 
     pub(crate) fn park_flag(&self) -> &ParkFlag {
@@ -802,6 +861,17 @@ impl Runtime {
     /// The number of cores.
     pub fn cores(&self) -> usize {
         self.handle.cores()
+    }
+
+    /// Whether every core reads and writes stream sockets through its own
+    /// `io_uring` (see [`Builder::io_uring`]); `false` means epoll
+    /// readiness on at least one core.
+    pub fn uses_io_uring(&self) -> bool {
+        self.handle
+            .shared
+            .cores
+            .iter()
+            .all(|c| c.ring.load(Ordering::Relaxed))
     }
 
     /// A snapshot of every core's and partition's metrics.

@@ -7,7 +7,9 @@
 //! ```
 //!
 //! `echo`: a TCP echo server on one core (one thread). `RUNTIME` is one of
-//! `fairloop` (`cores(1)`, unpinned), `tokio` (`current_thread`),
+//! `fairloop` (`cores(1)`, unpinned; streams on its io_uring),
+//! `fairloop-epoll` (the same with `io_uring(false)`: readiness IO),
+//! `tokio` (`current_thread`),
 //! `monoio-legacy` (its epoll driver), `monoio-uring` (its io_uring driver),
 //! `glommio` (one `LocalExecutor`, io_uring), `mio` (a hand-written
 //! single-thread epoll loop: no tasks, no wakers; the practical limit) or
@@ -64,7 +66,8 @@ fn main() -> io::Result<()> {
     raise_nofile();
     exit_when_stdin_closes();
     match (kind.as_str(), runtime.as_str()) {
-        ("echo", "fairloop") => echo_fairloop::run(addr, buf),
+        ("echo", "fairloop") => echo_fairloop::run(addr, buf, true),
+        ("echo", "fairloop-epoll") => echo_fairloop::run(addr, buf, false),
         ("echo", "tokio") => echo_tokio::run(addr, buf),
         ("echo", "monoio-legacy") => echo_monoio::run_legacy(addr, buf),
         ("echo", "monoio-uring") => echo_monoio::run_uring(addr, buf),
@@ -109,8 +112,15 @@ mod echo_fairloop {
     use fairloop::net::{TcpListener, TcpStream};
     use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
-    pub fn run(addr: SocketAddr, buf: usize) -> io::Result<()> {
-        let rt = fairloop_benches::fairloop_rt();
+    pub fn run(addr: SocketAddr, buf: usize, io_uring: bool) -> io::Result<()> {
+        let rt = fairloop::Runtime::builder()
+            .cores(1)
+            .pin_cores(false)
+            .io_uring(io_uring)
+            .build()?;
+        if io_uring && !rt.uses_io_uring() {
+            eprintln!("net_server: io_uring unavailable here; fairloop runs on epoll");
+        }
         let listener = TcpListener::bind(addr)?;
         ready(&[listener.local_addr()?]);
         rt.block_on(async move {

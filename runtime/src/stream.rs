@@ -1,0 +1,624 @@
+//! Byte-stream sockets (TCP, Unix): reads and writes through the core's
+//! completion ring, with readiness IO as the fallback.
+//!
+//! A [`StreamSource`] reads and writes through the ring ([`crate::uring`])
+//! of the core whose task calls it, when that core has one:
+//!
+//! * **Reads.** A read that finds no received bytes submits a `recv` into
+//!   the stream's own buffer (as large as the caller's, at most
+//!   [`MAX_RECV`]) and waits; the completion wakes the task, in its own
+//!   partition, and the read copies the bytes out. Bytes the caller had no
+//!   room for wait in that buffer for the next read.
+//! * **Writes** copy the bytes into the stream's send buffer, submit a
+//!   `send`, and return at once; while one is in flight, further writes
+//!   gather behind it (up to [`MAX_SEND`] bytes, then a write waits) and go
+//!   out together when it completes. A failed `send` is reported by the
+//!   next write or flush. `poll_flush` waits until everything written has
+//!   reached the kernel; shutting the write half (`poll_shutdown`, or
+//!   [`StreamSource::shutdown`]) happens after that, so the peer sees every
+//!   byte before end of stream.
+//! * **Dropping** the stream cancels its `recv`; bytes already written are
+//!   still sent, and the file descriptor is closed when the last operation
+//!   has completed (the operations own the stream's state).
+//!
+//! A core without a ring (io_uring disabled, or refused by the kernel) uses
+//! readiness IO through the stream's [`IoSource`]: an edge-triggered epoll
+//! registration and one syscall per read or write. A stream moving between
+//! the two kinds of cores first finishes what is buffered or in flight, so
+//! its bytes stay in order either way.
+
+use std::fmt;
+use std::io::{self, IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::net::Shutdown;
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use io_uring::{opcode, types};
+use parking_lot::Mutex;
+
+use crate::context::with_core;
+use crate::io::{consume_budget, Direction, IoSource};
+use crate::runtime::Shared;
+use crate::uring::{OpKind, Ring, RingTarget};
+
+/// The largest `recv` one read submits.
+pub const MAX_RECV: usize = 64 * 1024;
+/// The smallest receive buffer: a read with a tiny buffer still takes what
+/// a typical small message needs in one `recv`.
+const MIN_RECV: usize = 64;
+/// Written bytes that may wait behind a `send` in flight before a write
+/// waits for it.
+pub const MAX_SEND: usize = 64 * 1024;
+
+/// A stream socket served by the fairloop cores: see the module docs.
+pub struct StreamSource<S: AsRawFd + AsFd + Send + Sync + 'static> {
+    shared: Arc<StreamShared<S>>,
+}
+
+struct StreamShared<S: AsRawFd> {
+    io: IoSource<S>,
+    state: Mutex<RingState>,
+}
+
+/// An operation in flight on some core's ring.
+struct InFlight {
+    runtime: Arc<Shared>,
+    core: usize,
+    user_data: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum WriteHalf {
+    Open,
+    /// Shut down once what is written has been sent.
+    ShutAfterFlush,
+    Shut,
+}
+
+struct RingState {
+    /// Received bytes not yet read: `rx[rx_pos..]`.
+    rx: Vec<u8>,
+    rx_pos: usize,
+    recv: Option<InFlight>,
+    /// The peer closed its write half: reads return 0 from now on.
+    eof: bool,
+    /// A `recv` failed; the next read returns the error.
+    rx_error: Option<io::Error>,
+    reader: Option<Waker>,
+    /// The bytes of the `send` in flight, sent up to `tx_pos`.
+    tx: Vec<u8>,
+    tx_pos: usize,
+    sending: bool,
+    /// Bytes written while a `send` was in flight.
+    staged: Vec<u8>,
+    tx_error: Option<io::Error>,
+    writer: Option<Waker>,
+    write_half: WriteHalf,
+    /// The `StreamSource` is gone; only operations in flight remain.
+    dropped: bool,
+}
+
+/// What the ring-side read decided.
+enum Read {
+    Done(Poll<io::Result<usize>>),
+    /// No ring here and nothing buffered or in flight: use readiness IO.
+    Readiness,
+}
+
+impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamSource<S> {
+    /// Wraps a connected stream socket, which must be in non-blocking mode
+    /// (every `mio` socket is).
+    pub fn new(source: S) -> Self {
+        StreamSource {
+            shared: Arc::new(StreamShared {
+                io: IoSource::new(source),
+                state: Mutex::new(RingState {
+                    rx: Vec::new(),
+                    rx_pos: 0,
+                    recv: None,
+                    eof: false,
+                    rx_error: None,
+                    reader: None,
+                    tx: Vec::new(),
+                    tx_pos: 0,
+                    sending: false,
+                    staged: Vec::new(),
+                    tx_error: None,
+                    writer: None,
+                    write_half: WriteHalf::Open,
+                    dropped: false,
+                }),
+            }),
+        }
+    }
+
+    /// The wrapped socket.
+    pub fn get_ref(&self) -> &S {
+        self.shared.io.get_ref()
+    }
+
+    /// The readiness side, for operations that are not reads or writes of
+    /// the byte stream (`connect`, `peek`).
+    pub fn readiness(&self) -> &IoSource<S> {
+        &self.shared.io
+    }
+
+    /// Reads into `buf`; `Ok(0)` is end of stream (or an empty `buf`).
+    pub fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let len = buf.len();
+        match self.ring_read(cx, len, &mut |src| copy_to(buf, src)) {
+            Read::Done(p) => p,
+            Read::Readiness => self
+                .shared
+                .io
+                .poll_stream(cx, Direction::Read, len, |s| read_fd(s, buf)),
+        }
+    }
+
+    /// Reads into several buffers, in order.
+    pub fn poll_read_vectored(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &mut [IoSliceMut<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let len = bufs.iter().map(|b| b.len()).sum();
+        let read = self.ring_read(cx, len, &mut |mut src| {
+            let mut n = 0;
+            for b in bufs.iter_mut() {
+                let k = copy_to(b, src);
+                n += k;
+                src = &src[k..];
+                if src.is_empty() {
+                    break;
+                }
+            }
+            n
+        });
+        match read {
+            Read::Done(p) => p,
+            Read::Readiness => {
+                match bufs.iter_mut().find(|b| !b.is_empty()) {
+                    Some(b) => self
+                        .shared
+                        .io
+                        .poll_stream(cx, Direction::Read, b.len(), |s| read_fd(s, b)),
+                    None => Poll::Ready(Ok(0)),
+                }
+            }
+        }
+    }
+
+    /// Reads into uninitialised memory; the first `n` bytes are initialised
+    /// when it returns `Ok(n)` (for `tokio`'s and `hyper`'s read traits).
+    pub fn poll_read_uninit(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut [MaybeUninit<u8>],
+    ) -> Poll<io::Result<usize>> {
+        let len = buf.len();
+        let read = self.ring_read(cx, len, &mut |src| {
+            let n = src.len().min(buf.len());
+            for (d, s) in buf[..n].iter_mut().zip(src) {
+                d.write(*s);
+            }
+            n
+        });
+        match read {
+            Read::Done(p) => p,
+            Read::Readiness => self.shared.io.poll_stream(cx, Direction::Read, len, |s| {
+                rustix::net::recv(s, &mut *buf, rustix::net::RecvFlags::empty())
+                    .map(|((init, _), _)| init.len())
+                    .map_err(io::Error::from)
+            }),
+        }
+    }
+
+    /// Writes (a prefix of) `buf`; see the module docs for when the bytes
+    /// reach the kernel.
+    pub fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.poll_write_vectored(cx, &[IoSlice::new(buf)])
+    }
+
+    /// Writes (a prefix of) the buffers, in order.
+    pub fn poll_write_vectored(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let len: usize = bufs.iter().map(|b| b.len()).sum();
+        let mut st = self.shared.state.lock();
+        if let Some(e) = st.tx_error.take() {
+            return Poll::Ready(Err(e));
+        }
+        if st.write_half != WriteHalf::Open {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "write after the stream's write half was shut down",
+            )));
+        }
+        if len == 0 {
+            return Poll::Ready(Ok(0));
+        }
+        if st.sending {
+            let room = MAX_SEND.saturating_sub(st.staged.len());
+            if room == 0 {
+                set_waker(&mut st.writer, cx);
+                return Poll::Pending;
+            }
+            if !consume_budget() {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            return Poll::Ready(Ok(gather(&mut st.staged, bufs, MAX_SEND)));
+        }
+        let submitted = with_ring(|ring, _, _| {
+            if !consume_budget() {
+                return None;
+            }
+            st.tx.clear();
+            st.tx_pos = 0;
+            let n = gather(&mut st.tx, bufs, MAX_SEND);
+            match self.submit_send(&mut st, ring) {
+                Ok(()) => Some(Ok(n)),
+                Err(e) => Some(Err(e)),
+            }
+        });
+        match submitted {
+            Some(Some(r)) => Poll::Ready(r),
+            Some(None) => {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            None => {
+                drop(st);
+                self.shared.io.poll_stream(cx, Direction::Write, len, |s| {
+                    rustix::net::sendmsg(
+                        s,
+                        bufs,
+                        &mut rustix::net::SendAncillaryBuffer::default(),
+                        rustix::net::SendFlags::NOSIGNAL,
+                    )
+                    .map_err(io::Error::from)
+                })
+            }
+        }
+    }
+
+    /// Waits until every byte written has been handed to the kernel, and
+    /// reports a failed `send`.
+    pub fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut st = self.shared.state.lock();
+        if let Some(e) = st.tx_error.take() {
+            return Poll::Ready(Err(e));
+        }
+        if st.sending {
+            set_waker(&mut st.writer, cx);
+            return Poll::Pending;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Flushes, then shuts the write half (the peer reads end of stream).
+    pub fn poll_shutdown(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.poll_flush(cx))?;
+        let mut st = self.shared.state.lock();
+        if st.write_half == WriteHalf::Shut {
+            return Poll::Ready(Ok(()));
+        }
+        st.write_half = WriteHalf::Shut;
+        Poll::Ready(shutdown_fd(self.get_ref(), Shutdown::Write))
+    }
+
+    /// Shuts down the read half, the write half, or both, at once. Shutting
+    /// the write half while written bytes are still on their way happens
+    /// as soon as they are sent, so none is lost or overtaken by the end
+    /// of stream; writes after this fail with `BrokenPipe`.
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        if how == Shutdown::Read {
+            return shutdown_fd(self.get_ref(), Shutdown::Read);
+        }
+        let mut st = self.shared.state.lock();
+        if st.sending {
+            if how == Shutdown::Both {
+                shutdown_fd(self.get_ref(), Shutdown::Read)?;
+            }
+            if st.write_half == WriteHalf::Open {
+                st.write_half = WriteHalf::ShutAfterFlush;
+            }
+            return Ok(());
+        }
+        st.write_half = WriteHalf::Shut;
+        shutdown_fd(self.get_ref(), how)
+    }
+
+    /// Copies received bytes that no read has taken yet into `buf`
+    /// without consuming them; `None` if there are none (then the socket
+    /// itself has the next bytes: `MSG_PEEK` it).
+    pub fn peek_buffered(&self, buf: &mut [u8]) -> Option<usize> {
+        let st = self.shared.state.lock();
+        (st.rx_pos < st.rx.len()).then(|| copy_to(buf, &st.rx[st.rx_pos..]))
+    }
+
+    fn ring_read(
+        &self,
+        cx: &mut Context<'_>,
+        len: usize,
+        fill: &mut dyn FnMut(&[u8]) -> usize,
+    ) -> Read {
+        let mut st = self.shared.state.lock();
+        if st.rx_pos < st.rx.len() {
+            if !consume_budget() {
+                cx.waker().wake_by_ref();
+                return Read::Done(Poll::Pending);
+            }
+            let start = st.rx_pos;
+            let n = fill(&st.rx[start..]);
+            st.rx_pos += n;
+            if st.rx_pos == st.rx.len() {
+                st.rx.clear();
+                st.rx_pos = 0;
+            }
+            return Read::Done(Poll::Ready(Ok(n)));
+        }
+        if let Some(e) = st.rx_error.take() {
+            return Read::Done(Poll::Ready(Err(e)));
+        }
+        if st.eof || len == 0 {
+            return Read::Done(Poll::Ready(Ok(0)));
+        }
+        if st.recv.is_some() {
+            set_waker(&mut st.reader, cx);
+            return Read::Done(Poll::Pending);
+        }
+        let submitted = with_ring(|ring, runtime, core| {
+            let want = len.clamp(MIN_RECV, MAX_RECV);
+            st.rx.clear();
+            st.rx_pos = 0;
+            st.rx.reserve(want);
+            let room = st.rx.capacity().min(MAX_RECV);
+            let entry = opcode::Recv::new(
+                types::Fd(self.get_ref().as_raw_fd()),
+                st.rx.as_mut_ptr(),
+                room as u32,
+            )
+            .build();
+            // SAFETY: `rx`'s allocation lives in the `StreamShared` the
+            // ring keeps alive until the completion; while `recv` is set
+            // nothing reads, resizes or frees `rx` (every use checks
+            // `recv` first, and `Drop` leaves it alone), and the fd is
+            // owned by the same `StreamShared`.
+            let pushed = unsafe { ring.push(entry, OpKind::Recv, self.shared.clone()) };
+            pushed.map(|user_data| InFlight {
+                runtime: runtime.clone(),
+                core,
+                user_data,
+            })
+        });
+        match submitted {
+            Some(Ok(op)) => {
+                st.recv = Some(op);
+                set_waker(&mut st.reader, cx);
+                Read::Done(Poll::Pending)
+            }
+            Some(Err(e)) => Read::Done(Poll::Ready(Err(e))),
+            None => Read::Readiness,
+        }
+    }
+
+    fn submit_send(&self, st: &mut RingState, ring: &mut Ring) -> io::Result<()> {
+        self.shared.submit_send(st, ring)
+    }
+}
+
+impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamShared<S> {
+    /// Sends `tx[tx_pos..]` on `ring`.
+    fn submit_send(self: &Arc<Self>, st: &mut RingState, ring: &mut Ring) -> io::Result<()> {
+        let pending = &st.tx[st.tx_pos..];
+        let entry = opcode::Send::new(
+            types::Fd(self.io.get_ref().as_raw_fd()),
+            pending.as_ptr(),
+            pending.len() as u32,
+        )
+        .flags(libc::MSG_NOSIGNAL)
+        .build();
+        // SAFETY: `tx` lives in the `StreamShared` the ring keeps alive
+        // until the completion, and nothing touches it while `sending` is
+        // set (writes go to `staged`); the fd is owned by the same value.
+        let pushed = unsafe { ring.push(entry, OpKind::Send, self.clone()) };
+        match pushed {
+            Ok(_) => {
+                st.sending = true;
+                Ok(())
+            }
+            Err(e) => {
+                st.sending = false;
+                st.tx.clear();
+                st.tx_pos = 0;
+                Err(e)
+            }
+        }
+    }
+}
+
+impl<S: AsRawFd + AsFd + Send + Sync + 'static> RingTarget for StreamShared<S> {
+    fn complete(
+        self: Arc<Self>,
+        kind: OpKind,
+        result: i32,
+        ring: &mut Ring,
+        wake: &mut Vec<Waker>,
+    ) {
+        let mut guard = self.state.lock();
+        let st = &mut *guard;
+        match kind {
+            OpKind::Recv => {
+                st.recv = None;
+                match result {
+                    n if n > 0 => {
+                        debug_assert!(st.rx.is_empty() && n as usize <= st.rx.capacity());
+                        // SAFETY: the kernel initialised the first `n`
+                        // bytes of `rx`'s allocation (it was empty, with at
+                        // least that much capacity, when the recv began).
+                        unsafe { st.rx.set_len(n as usize) };
+                    }
+                    0 => st.eof = true,
+                    // Cancelled (the stream dropped, or the core exiting):
+                    // a later read asks again.
+                    e if -e == libc::ECANCELED => {}
+                    e => st.rx_error = Some(io::Error::from_raw_os_error(-e)),
+                }
+                if st.dropped {
+                    st.rx = Vec::new();
+                }
+                wake.extend(st.reader.take());
+            }
+            OpKind::Send => {
+                st.sending = false;
+                match result {
+                    n if n > 0 => {
+                        st.tx_pos += n as usize;
+                        if st.tx_pos < st.tx.len() {
+                            if let Err(e) = self.submit_send(st, ring) {
+                                fail_send(st, e);
+                            }
+                        } else if !st.staged.is_empty() {
+                            std::mem::swap(&mut st.tx, &mut st.staged);
+                            st.staged.clear();
+                            st.tx_pos = 0;
+                            if let Err(e) = self.submit_send(st, ring) {
+                                fail_send(st, e);
+                            }
+                        } else {
+                            st.tx.clear();
+                            st.tx_pos = 0;
+                        }
+                    }
+                    0 => fail_send(st, io::ErrorKind::WriteZero.into()),
+                    e if -e == libc::ECANCELED => fail_send(
+                        st,
+                        io::Error::other("write cancelled: the runtime shut down"),
+                    ),
+                    e => fail_send(st, io::Error::from_raw_os_error(-e)),
+                }
+                if !st.sending && st.write_half == WriteHalf::ShutAfterFlush {
+                    st.write_half = WriteHalf::Shut;
+                    let _ = shutdown_fd(self.io.get_ref(), Shutdown::Write);
+                }
+                if st.dropped && !st.sending {
+                    st.tx = Vec::new();
+                    st.staged = Vec::new();
+                }
+                wake.extend(st.writer.take());
+            }
+        }
+    }
+}
+
+/// A failed `send`: what was written and not sent is lost; the next write
+/// or flush reports it.
+fn fail_send(st: &mut RingState, e: io::Error) {
+    st.sending = false;
+    st.tx.clear();
+    st.tx_pos = 0;
+    st.staged.clear();
+    st.tx_error = Some(e);
+}
+
+impl<S: AsRawFd + AsFd + Send + Sync + 'static> Drop for StreamSource<S> {
+    fn drop(&mut self) {
+        let mut st = self.shared.state.lock();
+        st.dropped = true;
+        st.reader = None;
+        st.writer = None;
+        if !st.sending {
+            st.tx = Vec::new();
+            st.staged = Vec::new();
+        }
+        match &st.recv {
+            None => st.rx = Vec::new(),
+            Some(op) => cancel(op),
+        }
+    }
+}
+
+/// Asks the core that runs `op` to cancel it: directly when that is this
+/// thread's core, else through the core's cancellation queue.
+fn cancel(op: &InFlight) {
+    let done = with_core(|c| {
+        c.filter(|c| c.index == op.core && Arc::ptr_eq(&c.shared, &op.runtime))
+            .and_then(|c| c.with_ring(|ring| ring.cancel(op.user_data)))
+    });
+    if done.is_none() {
+        op.runtime.cores[op.core].request_cancel(op.user_data);
+    }
+}
+
+/// Runs `f` with the calling core's ring, its runtime and its index; `None`
+/// when the caller is not on a core with a ring.
+fn with_ring<R>(f: impl FnOnce(&mut Ring, &Arc<Shared>, usize) -> R) -> Option<R> {
+    with_core(|c| {
+        let c = c?;
+        if c.is_shutting_down() {
+            return None;
+        }
+        c.with_ring(|ring| f(ring, &c.shared, c.index))
+    })
+}
+
+fn set_waker(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    match slot {
+        Some(w) if w.will_wake(cx.waker()) => {}
+        _ => *slot = Some(cx.waker().clone()),
+    }
+}
+
+/// Appends up to `limit - out.len()` bytes of `bufs` to `out`.
+fn gather(out: &mut Vec<u8>, bufs: &[IoSlice<'_>], limit: usize) -> usize {
+    let mut room = limit.saturating_sub(out.len());
+    let mut n = 0;
+    for b in bufs {
+        if room == 0 {
+            break;
+        }
+        let k = b.len().min(room);
+        out.extend_from_slice(&b[..k]);
+        room -= k;
+        n += k;
+    }
+    n
+}
+
+fn copy_to(dst: &mut [u8], src: &[u8]) -> usize {
+    let n = dst.len().min(src.len());
+    dst[..n].copy_from_slice(&src[..n]);
+    n
+}
+
+fn read_fd(fd: impl AsFd, buf: &mut [u8]) -> io::Result<usize> {
+    rustix::net::recv(fd, buf, rustix::net::RecvFlags::empty())
+        .map(|(n, _)| n)
+        .map_err(io::Error::from)
+}
+
+fn shutdown_fd(fd: impl AsFd, how: Shutdown) -> io::Result<()> {
+    let how = match how {
+        Shutdown::Read => rustix::net::Shutdown::Read,
+        Shutdown::Write => rustix::net::Shutdown::Write,
+        Shutdown::Both => rustix::net::Shutdown::Both,
+    };
+    match rustix::net::shutdown(fd, how) {
+        // Already closed by the peer: nothing left to shut.
+        Err(rustix::io::Errno::NOTCONN) => Ok(()),
+        r => r.map_err(io::Error::from),
+    }
+}
+
+impl<S: AsRawFd + AsFd + Send + Sync + fmt::Debug + 'static> fmt::Debug for StreamSource<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamSource")
+            .field("source", self.get_ref())
+            .finish()
+    }
+}
