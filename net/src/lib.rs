@@ -1,11 +1,31 @@
-//! Sockets for fairloop, registered with the reactor of the core whose
-//! partition uses them.
+//! Sockets for fairloop, served by the reactor of the core whose partition
+//! uses them.
 //!
-//! A socket registers with the `mio::Poll` of the core whose task first uses
-//! it, and readiness wakes the waiting task in *its own* partition: a
-//! partition that owns its sockets never waits behind another partition's
-//! work. A socket carried by a migrating partition, or handed to a task of
-//! another partition, re-registers on its new core. See
+//! **Streams** ([`TcpStream`], [`UnixStream`]) read and write through the
+//! io_uring of the core whose task uses them (see
+//! [`fairloop_runtime::io::StreamSource`]): a read submits a `recv` and the
+//! completion wakes the waiting task in *its own* partition; a write copies
+//! the bytes into the stream's send buffer and returns, and the core hands
+//! the `send` to the kernel with the rest of its loop iteration's
+//! operations, in one syscall. So:
+//! * `flush` (`AsyncWriteExt::flush`) waits until every written byte has
+//!   reached the kernel, and reports a `send` that failed; a failure is
+//!   also reported by the next write. Dropping a stream without flushing
+//!   loses nothing: its bytes are still sent before the socket closes.
+//! * `shutdown(Write)` and `close` take effect after the written bytes, so
+//!   the peer never sees end of stream before them.
+//!
+//! Where the kernel has no io_uring (or forbids it), or with
+//! [`Builder::io_uring(false)`](fairloop_runtime::Builder::io_uring) or
+//! `FAIRLOOP_IO_URING=0`, streams use readiness IO like the other sockets.
+//!
+//! **Listeners and datagram sockets** (and `connect`, `peek`) register with
+//! the `mio::Poll` of the core whose task first uses them, and readiness
+//! wakes the waiting task in its own partition. A socket carried by a
+//! migrating partition, or handed to a task of another partition,
+//! re-registers on its new core (a stream simply submits its next operation
+//! on its new core's ring). Either way a partition that owns its sockets
+//! never waits behind another partition's work. See
 //! [`fairloop_runtime::io`] for the mechanics (edge-triggered draining, the
 //! cooperative budget).
 //!

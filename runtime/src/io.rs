@@ -1,5 +1,9 @@
-//! Readiness-based IO on the per-core reactors: the building block of
-//! `fairloop::net`.
+//! IO on the per-core reactors: the building blocks of `fairloop::net`.
+//!
+//! Byte streams use a [`StreamSource`]: reads and writes through the core's
+//! io_uring, readiness IO where there is none (its module docs say what
+//! that means for buffering and flushing). Everything else (listeners,
+//! datagram sockets, `connect`) uses readiness, described here.
 //!
 //! An [`IoSource`] wraps a non-blocking file descriptor (a `mio` socket).
 //! It registers with the `mio::Poll` of the core whose task first uses it,
@@ -442,6 +446,24 @@ impl<S: AsRawFd> IoSource<S> {
             home: user,
         });
         Ok(())
+    }
+}
+
+impl<S: AsRawFd> IoSource<S> {
+    /// Takes the source off its core's epoll, if it is registered: for a
+    /// stream that moved to the ring after a readiness operation (`connect`,
+    /// `peek`), whose epoll events would only cost harvests now. The next
+    /// readiness operation registers it again.
+    pub(crate) fn deregister(&self) {
+        if self.core.load(Ordering::Relaxed) == UNREGISTERED {
+            return;
+        }
+        let mut reg = self.registered.lock();
+        if let Some(r) = reg.take() {
+            r.runtime.cores[r.core].io.deregister(&self.source, r.index);
+        }
+        self.core.store(UNREGISTERED, Ordering::Relaxed);
+        self.home_id.store(u64::MAX, Ordering::Relaxed);
     }
 }
 

@@ -5,24 +5,26 @@
 //! model is explained there. In short: a runtime runs one thread per core;
 //! each core runs the tasks of the *partitions* it owns, sharing its CPU
 //! between them by weighted CPU time (the scheduler in
-//! `fairloop-partitions`), and blocks in `epoll_wait` when it has nothing
-//! to run. A task woken on its own core is queued locally; one woken from
+//! `fairloop-partitions`), and blocks in `epoll_wait` (or `io_uring_enter`)
+//! when it has nothing to run. A task woken on its own core is queued locally; one woken from
 //! any other thread goes through its partition's lock-free injection queue
 //! and wakes the owning core only if that core is parked.
 //!
 //! Modules, one concept each:
 //! `runtime` (builder, runtime, handles), `core` (the per-core loop),
-//! `reactor` (poll, eventfd, timerfd), `uring` (the per-core completion
-//! ring), [`io`] (sockets on the reactors; `stream`: byte streams on the ring), `park` (the park/unpark protocol),
-//! `waker` (where a woken task goes), `task` (spawn, join, abort),
-//! `partition` (partitions), `placement` (where they start), `core/migrate` (moving a
-//! partition between cores), `balance` (automatic rebalancing), `timer` and
-//! [`time`], `spawn`
-//! (the free functions), [`metrics`].
+//! `reactor` (poll, eventfd, timerfd), `uring` (the per-core io_uring),
+//! `cancel` (cancelling ring operations from other threads), [`io`]
+//! (sockets on the reactors), `stream` (byte streams on the ring), `park`
+//! (the park/unpark protocol), `waker` (where a woken task goes), `task`
+//! (spawn, join, abort), `partition` (partitions), `placement` (where they
+//! start), `core/migrate` (moving a partition between cores), `balance`
+//! (automatic rebalancing), `timer` and [`time`], `spawn` (the free
+//! functions), [`metrics`].
 
 #![warn(missing_docs)]
 
 mod balance;
+mod cancel;
 mod context;
 mod core;
 pub mod io;

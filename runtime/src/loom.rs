@@ -2,12 +2,17 @@
 //! model-checked ones.
 //!
 //! Code whose correctness hinges on memory ordering (the park/unpark
-//! protocol in [`crate::park`]) imports its atomics from here. A normal build
-//! gets `std`; a build with `RUSTFLAGS="--cfg loom"` gets `loom`, whose
+//! protocol in [`crate::park`], the ring's cancellation queue in
+//! [`crate::cancel`]) imports its atomics and locks from here. A normal
+//! build gets `std`; a build with `RUSTFLAGS="--cfg loom"` gets `loom`, whose
 //! `loom::model` explores every interleaving of the protocol's threads.
 
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicU8, Ordering};
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+#[cfg(not(loom))]
+pub(crate) use std::sync::{Mutex, MutexGuard};
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicU8, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+#[cfg(loom)]
+pub(crate) use loom::sync::{Mutex, MutexGuard};

@@ -20,6 +20,7 @@ use fairloop_partitions::{check_shares, Fairness, SchedulerConfig, DEFAULT_SHARE
 use parking_lot::Mutex;
 
 use crate::balance;
+use crate::cancel::CancelQueue;
 use crate::context::with_core;
 use crate::core::{self, Control};
 use crate::io::IoDriver;
@@ -182,8 +183,7 @@ impl Builder {
                 exited: Mutex::new(false),
                 io: IoDriver::new(poll.registry().try_clone()?),
                 ring: AtomicBool::new(false),
-                cancels: Mutex::new(Vec::new()),
-                cancel_pending: AtomicBool::new(false),
+                cancels: CancelQueue::new(),
             });
             locals.push((poll, rx, cpus.get(i).copied()));
         }
@@ -353,9 +353,8 @@ pub(crate) struct CoreShared {
     pub(crate) exited: Mutex<bool>,
     /// Whether the core got a completion ring.
     pub(crate) ring: AtomicBool,
-    /// Ring operations other threads want cancelled (`user_data`s).
-    cancels: Mutex<Vec<u64>>,
-    cancel_pending: AtomicBool,
+    /// Ring operations other threads want cancelled.
+    cancels: CancelQueue,
 }
 
 impl CoreShared {
@@ -372,22 +371,18 @@ impl CoreShared {
     /// Asks the core to cancel the operation `user_data` on its ring, from
     /// a thread that cannot touch the ring (it is the core's alone).
     pub(crate) fn request_cancel(&self, user_data: u64) {
-        self.cancels.lock().push(user_data);
-        self.cancel_pending.store(true, Ordering::Release);
+        self.cancels.push(user_data);
         self.unpark();
     }
 
     /// Whether cancellations wait (the core checks before it parks).
     pub(crate) fn has_cancels(&self) -> bool {
-        self.cancel_pending.load(Ordering::Acquire)
+        self.cancels.is_pending()
     }
 
     /// The cancellations asked for since the last call.
     pub(crate) fn take_cancels(&self) -> Vec<u64> {
-        if !self.cancel_pending.swap(false, Ordering::AcqRel) {
-            return Vec::new();
-        }
-        std::mem::take(&mut *self.cancels.lock())
+        self.cancels.take()
     }
 
     pub(crate) fn park_flag(&self) -> &ParkFlag {

@@ -21,6 +21,12 @@
 //!   still sent, and the file descriptor is closed when the last operation
 //!   has completed (the operations own the stream's state).
 //!
+//! **Moving.** Each operation goes to the ring of the core whose task asks
+//! for it, so a stream carried by a migrating partition, or handed to a task
+//! on another core, simply submits its next operation there; one still in
+//! flight on the old core completes there and wakes the task wherever it
+//! now runs.
+//!
 //! A core without a ring (io_uring disabled, or refused by the kernel) uses
 //! readiness IO through the stream's [`IoSource`]: an edge-triggered epoll
 //! registration and one syscall per read or write. A stream moving between
@@ -178,15 +184,13 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamSource<S> {
         });
         match read {
             Read::Done(p) => p,
-            Read::Readiness => {
-                match bufs.iter_mut().find(|b| !b.is_empty()) {
-                    Some(b) => self
-                        .shared
-                        .io
-                        .poll_stream(cx, Direction::Read, b.len(), |s| read_fd(s, b)),
-                    None => Poll::Ready(Ok(0)),
-                }
-            }
+            Read::Readiness => match bufs.iter_mut().find(|b| !b.is_empty()) {
+                Some(b) => self
+                    .shared
+                    .io
+                    .poll_stream(cx, Direction::Read, b.len(), |s| read_fd(s, b)),
+                None => Poll::Ready(Ok(0)),
+            },
         }
     }
 
@@ -399,6 +403,8 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamSource<S> {
         match submitted {
             Some(Ok(op)) => {
                 st.recv = Some(op);
+                // Readiness is no longer how this stream is served.
+                self.shared.io.deregister();
                 set_waker(&mut st.reader, cx);
                 Read::Done(Poll::Pending)
             }

@@ -1,0 +1,144 @@
+//! Cancellation requests for a core's completion ring from other threads.
+//!
+//! A ring is touched only by its core's thread ([`crate::uring`]), but a
+//! stream can be dropped anywhere: on another core, on a blocking thread,
+//! after its task moved. Such a drop records the operation to cancel here
+//! and unparks the core ([`crate::park`]); the core takes the requests
+//! between turns and looks once more after it has announced that it is
+//! about to park, so a request is never left waiting while the core
+//! sleeps (the `loom` model below checks exactly that).
+
+use crate::loom::{AtomicBool, Mutex, Ordering};
+
+/// The `user_data`s of ring operations other threads want cancelled.
+pub(crate) struct CancelQueue {
+    requests: Mutex<Vec<u64>>,
+    /// Set after a push: the core's cheap "anything to do?" check.
+    pending: AtomicBool,
+}
+
+impl CancelQueue {
+    pub(crate) fn new() -> Self {
+        CancelQueue {
+            requests: Mutex::new(Vec::new()),
+            pending: AtomicBool::new(false),
+        }
+    }
+
+    /// Producer side: records the request. The caller unparks the core
+    /// afterwards.
+    pub(crate) fn push(&self, user_data: u64) {
+        let mut requests = lock(&self.requests);
+        requests.push(user_data);
+        // Under the lock: the flag's order of writes is then the lock's,
+        // so a core that sees the flag cleared has seen every request
+        // pushed before it was set. (Set after unlocking, two producers'
+        // flags could land in the other order than their pushes, and a
+        // core clearing the later flag could miss the earlier push: the
+        // loom model below found that.)
+        self.pending.store(true, Ordering::Release);
+        drop(requests);
+    }
+
+    /// Core side: whether requests may be waiting.
+    pub(crate) fn is_pending(&self) -> bool {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    /// Core side: the requests made since the last call.
+    pub(crate) fn take(&self) -> Vec<u64> {
+        if !self.is_pending() {
+            return Vec::new();
+        }
+        let mut requests = lock(&self.requests);
+        self.pending.store(false, Ordering::Relaxed);
+        std::mem::take(&mut *requests)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> crate::loom::MutexGuard<'_, T> {
+    // A panic while holding this lock cannot leave the list inconsistent.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    //! `RUSTFLAGS="--cfg loom" cargo test -p fairloop-runtime --lib --release loom`
+    use super::CancelQueue;
+    use crate::park::ParkFlag;
+    use loom::sync::{Arc, Condvar, Mutex};
+    use loom::thread;
+
+    /// The eventfd behind `mio::Waker`, as in `park`'s models.
+    struct EventFd {
+        signalled: Mutex<bool>,
+        cv: Condvar,
+    }
+
+    impl EventFd {
+        fn wake(&self) {
+            *self.signalled.lock().unwrap() = true;
+            self.cv.notify_one();
+        }
+        fn wait(&self) {
+            let mut s = self.signalled.lock().unwrap();
+            while !*s {
+                s = self.cv.wait(s).unwrap();
+            }
+            *s = false;
+        }
+    }
+
+    /// Two threads drop streams (each asks for a cancellation and unparks
+    /// the core as `CoreShared::request_cancel` does) while the core takes
+    /// requests between turns and parks the way `CoreLocal::park` does
+    /// (prepare, look at the queue once more, block). Every request must
+    /// reach the core; a lost one would leave it blocked, which loom
+    /// reports as a deadlock.
+    #[test]
+    fn cancel_request_vs_park_is_never_lost() {
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(3);
+        builder.check(|| {
+            let queue = Arc::new(CancelQueue::new());
+            let flag = Arc::new(ParkFlag::new());
+            let eventfd = Arc::new(EventFd {
+                signalled: Mutex::new(false),
+                cv: Condvar::new(),
+            });
+            let droppers: Vec<_> = (0..2u64)
+                .map(|i| {
+                    let (queue, flag, eventfd) = (queue.clone(), flag.clone(), eventfd.clone());
+                    thread::spawn(move || {
+                        queue.push(i);
+                        if flag.should_wake() {
+                            eventfd.wake();
+                        }
+                    })
+                })
+                .collect();
+
+            let mut seen = Vec::new();
+            while seen.len() < 2 {
+                seen.extend(queue.take());
+                if seen.len() == 2 {
+                    break;
+                }
+                if !flag.prepare_park() {
+                    continue;
+                }
+                if queue.is_pending() {
+                    flag.unpark_self();
+                    continue;
+                }
+                eventfd.wait();
+                flag.unpark_self();
+            }
+            for d in droppers {
+                d.join().unwrap();
+            }
+            seen.sort_unstable();
+            assert_eq!(seen, [0, 1]);
+        });
+    }
+}
