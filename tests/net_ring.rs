@@ -17,7 +17,10 @@
 //! * shutting the runtime down with reads (and sends) pending closes every
 //!   socket;
 //! * one stream read on core 0 and written on core 1 keeps its bytes;
-//! * Unix stream pairs move megabytes both ways with vectored IO.
+//! * Unix stream pairs move megabytes both ways with vectored IO;
+//! * a dropped stream whose peer never reads does not hold its socket
+//!   past `Builder::stream_linger`, and bytes cut off by the linger or by
+//!   a runtime shutdown show as a reset, never as a clean end of stream.
 
 mod common;
 
@@ -67,6 +70,8 @@ in_both_modes!(
     runtime_shutdown_with_pending_operations,
     one_stream_read_on_core_0_written_on_core_1,
     unix_pair_both_ways_vectored,
+    a_dropped_stream_whose_peer_never_reads_is_bounded,
+    runtime_shutdown_never_truncates_silently,
 );
 
 /// Whether a runtime that asks for io_uring gets it on this machine
@@ -886,4 +891,80 @@ fn the_default_follows_fairloop_io_uring() {
             }
         );
     });
+}
+
+/// A stream dropped with bytes still on their way to a peer that reads
+/// nothing: on io_uring the linger (here 200 ms) ends the wait with a
+/// reset, so the socket does not stay open for as long as the runtime
+/// lives; the peer, reading a second later, sees the reset, never a clean
+/// end of stream after a cut. With epoll the kernel holds what `write`
+/// accepted and ends the stream cleanly after it.
+fn a_dropped_stream_whose_peer_never_reads_is_bounded(io_uring: bool) {
+    let rt = Runtime::builder()
+        .cores(1)
+        .pin_cores(false)
+        .io_uring(io_uring)
+        .stream_linger(Duration::from_millis(200))
+        .build()
+        .expect("build a runtime");
+    let ring = rt.uses_io_uring();
+    let (ours, peer) = tcp_pair();
+    socket2::SockRef::from(&ours)
+        .set_send_buffer_size(16 << 10)
+        .unwrap();
+    let accepted = rt.block_on(async move {
+        let mut s = TcpStream::from_std(ours).expect("from_std");
+        let data = payload(9, 8 << 20);
+        let mut accepted = 0;
+        // Write until a write waits for the peer (which reads nothing),
+        // then drop the stream.
+        while accepted < data.len() {
+            match timeout(Duration::from_millis(100), s.write(&data[accepted..])).await {
+                Ok(n) => accepted += n.expect("write"),
+                Err(_) => break,
+            }
+        }
+        assert!(accepted < data.len(), "the peer took 8 MiB without reading");
+        drop(s);
+        accepted
+    });
+    thread::sleep(Duration::from_millis(1000));
+    let mut peer = peer;
+    let mut got = Vec::new();
+    let r = peer.read_to_end(&mut got);
+    if ring {
+        let e = r.expect_err("the linger should have reset the connection");
+        assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}");
+        assert!(got.len() < accepted, "a reset, yet every byte arrived");
+    } else {
+        r.expect("epoll: the kernel sends what write accepted, then ends the stream");
+        assert_eq!(got.len(), accepted);
+    }
+    assert_same_bytes(&got, &payload(9, 8 << 20)[..got.len()], "the prefix");
+    drop(rt);
+}
+
+/// Bytes written (and the stream dropped) right before the runtime shuts
+/// down, to a peer that starts reading later: either every byte arrives
+/// (epoll: the kernel took them), or the peer sees a reset (io_uring: the
+/// exiting core could not hand the rest to the kernel). Never fewer bytes
+/// followed by a clean end of stream.
+fn runtime_shutdown_never_truncates_silently(io_uring: bool) {
+    let rt = rt_mode(1, io_uring);
+    let (ours, peer) = tcp_pair();
+    socket2::SockRef::from(&ours)
+        .set_send_buffer_size(16 << 10)
+        .unwrap();
+    let data = payload(10, 100 << 10);
+    let reader = peer_reads_all(peer, Duration::from_millis(200));
+    let sent = data.clone();
+    rt.block_on(async move {
+        let mut s = TcpStream::from_std(ours).expect("from_std");
+        s.write_all(&sent).await.expect("write_all");
+    });
+    drop(rt);
+    match reader.join().expect("the reader") {
+        Ok(got) => assert_same_bytes(&got, &data, "a clean end of stream after"),
+        Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}"),
+    }
 }

@@ -1,8 +1,10 @@
-//! Cancellation requests for a core's completion ring from other threads.
+//! Requests for a core's completion ring from other threads: mostly
+//! cancellations.
 //!
 //! A ring is touched only by its core's thread ([`crate::uring`]), but a
 //! stream can be dropped anywhere: on another core, on a blocking thread,
-//! after its task moved. Such a drop records the operation to cancel here
+//! after its task moved. Such a drop records what it needs (an operation
+//! to cancel, a timeout to arm) here
 //! and unparks the core ([`crate::park`]); the core takes the requests
 //! between turns and looks once more after it has announced that it is
 //! about to park, so a request is never left waiting while the core
@@ -10,16 +12,16 @@
 
 use crate::loom::{AtomicBool, Mutex, Ordering};
 
-/// The `user_data`s of ring operations other threads want cancelled.
-pub(crate) struct CancelQueue {
-    requests: Mutex<Vec<u64>>,
+/// Requests (cancellations, calls) other threads have for a core's ring.
+pub(crate) struct RequestQueue<T> {
+    requests: Mutex<Vec<T>>,
     /// Set after a push: the core's cheap "anything to do?" check.
     pending: AtomicBool,
 }
 
-impl CancelQueue {
+impl<T> RequestQueue<T> {
     pub(crate) fn new() -> Self {
-        CancelQueue {
+        RequestQueue {
             requests: Mutex::new(Vec::new()),
             pending: AtomicBool::new(false),
         }
@@ -27,9 +29,9 @@ impl CancelQueue {
 
     /// Producer side: records the request. The caller unparks the core
     /// afterwards.
-    pub(crate) fn push(&self, user_data: u64) {
+    pub(crate) fn push(&self, request: T) {
         let mut requests = lock(&self.requests);
-        requests.push(user_data);
+        requests.push(request);
         // Under the lock: the flag's order of writes is then the lock's,
         // so a core that sees the flag cleared has seen every request
         // pushed before it was set. (Set after unlocking, two producers'
@@ -46,7 +48,7 @@ impl CancelQueue {
     }
 
     /// Core side: the requests made since the last call.
-    pub(crate) fn take(&self) -> Vec<u64> {
+    pub(crate) fn take(&self) -> Vec<T> {
         if !self.is_pending() {
             return Vec::new();
         }
@@ -64,7 +66,7 @@ fn lock<T>(m: &Mutex<T>) -> crate::loom::MutexGuard<'_, T> {
 #[cfg(all(test, loom))]
 mod loom_tests {
     //! `RUSTFLAGS="--cfg loom" cargo test -p fairloop-runtime --lib --release loom`
-    use super::CancelQueue;
+    use super::RequestQueue;
     use crate::park::ParkFlag;
     use loom::sync::{Arc, Condvar, Mutex};
     use loom::thread;
@@ -100,7 +102,7 @@ mod loom_tests {
         let mut builder = loom::model::Builder::new();
         builder.preemption_bound = Some(3);
         builder.check(|| {
-            let queue = Arc::new(CancelQueue::new());
+            let queue = Arc::new(RequestQueue::<u64>::new());
             let flag = Arc::new(ParkFlag::new());
             let eventfd = Arc::new(EventFd {
                 signalled: Mutex::new(false),

@@ -40,6 +40,7 @@ use crate::reactor::Reactor;
 use crate::runtime::{CoreShared, Shared};
 use crate::task::{cancel_now, Task};
 use crate::timer::{TimerShared, Timers};
+use crate::uring::RingRequest;
 
 mod migrate;
 pub(crate) use migrate::Adoption;
@@ -133,6 +134,10 @@ pub(crate) fn run(
             return;
         }
     };
+    let mut reactor = reactor;
+    if let Some(ring) = reactor.ring.as_mut() {
+        ring.set_owner(shared.clone(), index);
+    }
     shared.cores[index]
         .ring
         .store(reactor.ring.is_some(), Ordering::Relaxed);
@@ -383,7 +388,7 @@ impl CoreLocal {
             }
         }
         self.drain_pending();
-        self.take_cancels();
+        self.take_requests();
         let now = self.now.get();
         if now >= self.timer_due.get() {
             self.fire_timers(Instant::now());
@@ -419,16 +424,19 @@ impl CoreLocal {
             .store(self.sched.borrow().total_queued() as u64, Ordering::Relaxed);
     }
 
-    /// Cancels the ring operations other threads asked to cancel.
-    fn take_cancels(&self) {
+    /// Does what other threads asked of the ring.
+    fn take_requests(&self) {
         let cs = self.core_shared();
-        if !cs.has_cancels() {
+        if !cs.has_requests() {
             return;
         }
-        let cancels = cs.take_cancels();
+        let requests = cs.take_requests();
         self.with_ring(|ring| {
-            for user_data in cancels {
-                ring.cancel(user_data);
+            for request in requests {
+                match request {
+                    RingRequest::Cancel(user_data) => ring.cancel(user_data),
+                    RingRequest::Call(target) => target.on_core(ring),
+                }
             }
         });
     }
@@ -527,7 +535,7 @@ impl CoreLocal {
         // other threads.
         let has_work = self.sched.borrow().has_runnable()
             || !self.retiring.borrow().is_empty()
-            || cs.has_cancels();
+            || cs.has_requests();
         if has_work {
             flag.unpark_self();
             return;
@@ -614,7 +622,7 @@ impl CoreLocal {
         // cancel everything else on the ring too, and wait until the kernel
         // has let go of every buffer. A task elsewhere waiting for one of
         // these operations is woken (and submits again on its own core).
-        self.take_cancels();
+        self.take_requests();
         let mut woken = Vec::new();
         self.with_ring(|ring| ring.shutdown(RING_SHUTDOWN_LIMIT, &mut woken));
         for w in woken {

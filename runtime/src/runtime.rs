@@ -20,7 +20,7 @@ use fairloop_partitions::{check_shares, Fairness, SchedulerConfig, DEFAULT_SHARE
 use parking_lot::Mutex;
 
 use crate::balance;
-use crate::cancel::CancelQueue;
+use crate::cancel::RequestQueue;
 use crate::context::with_core;
 use crate::core::{self, Control};
 use crate::io::IoDriver;
@@ -30,6 +30,7 @@ use crate::partition::{invalid, NewPartition, Partition, PartitionBuilder, Parti
 use crate::placement::Placement;
 use crate::reactor::WAKER_TOKEN;
 use crate::task::{Cancelled, JoinError, JoinHandle};
+use crate::uring::RingRequest;
 
 /// The most cores a runtime may have.
 pub const MAX_CORES: usize = 1024;
@@ -46,6 +47,7 @@ pub struct Builder {
     sched: SchedulerConfig,
     rebalance: Option<Duration>,
     io_uring: bool,
+    stream_linger: Duration,
 }
 
 impl Default for Builder {
@@ -58,6 +60,7 @@ impl Default for Builder {
             sched: SchedulerConfig::default(),
             rebalance: None,
             io_uring: io_uring_default(),
+            stream_linger: Duration::from_secs(10),
         }
     }
 }
@@ -156,6 +159,17 @@ impl Builder {
         self
     }
 
+    /// How long a stream dropped with written bytes still on their way may
+    /// go on sending them (default 10 s; only with io_uring, where a write
+    /// returns before the kernel has the bytes). If the peer has not taken
+    /// them by then, the connection is reset rather than ended cleanly, so
+    /// the peer cannot mistake the cut for the end of the data, and the
+    /// socket closes. Zero resets such a stream at once (as `SO_LINGER` 0).
+    pub fn stream_linger(mut self, d: Duration) -> Self {
+        self.stream_linger = d;
+        self
+    }
+
     /// Starts the runtime's cores and returns once all of them run.
     pub fn build(self) -> io::Result<Runtime> {
         let config = self.validate()?;
@@ -183,7 +197,7 @@ impl Builder {
                 exited: Mutex::new(false),
                 io: IoDriver::new(poll.registry().try_clone()?),
                 ring: AtomicBool::new(false),
-                cancels: CancelQueue::new(),
+                requests: RequestQueue::new(),
             });
             locals.push((poll, rx, cpus.get(i).copied()));
         }
@@ -308,6 +322,7 @@ impl Builder {
             sched: self.sched,
             rebalance: self.rebalance,
             io_uring: self.io_uring,
+            stream_linger: self.stream_linger,
         };
         // The default placement must make sense on its own.
         config.check_placement(&self.placement)?;
@@ -326,6 +341,7 @@ pub(crate) struct Config {
     pub(crate) sched: SchedulerConfig,
     pub(crate) rebalance: Option<Duration>,
     pub(crate) io_uring: bool,
+    pub(crate) stream_linger: Duration,
 }
 
 impl Config {
@@ -353,8 +369,8 @@ pub(crate) struct CoreShared {
     pub(crate) exited: Mutex<bool>,
     /// Whether the core got a completion ring.
     pub(crate) ring: AtomicBool,
-    /// Ring operations other threads want cancelled.
-    cancels: CancelQueue,
+    /// What other threads want done on the ring.
+    requests: RequestQueue<RingRequest>,
 }
 
 impl CoreShared {
@@ -368,21 +384,22 @@ impl CoreShared {
         }
     }
 
-    /// Asks the core to cancel the operation `user_data` on its ring, from
-    /// a thread that cannot touch the ring (it is the core's alone).
-    pub(crate) fn request_cancel(&self, user_data: u64) {
-        self.cancels.push(user_data);
+    /// Asks the core for something on its ring (cancel an operation, call
+    /// a target), from a thread that cannot touch the ring (it is the
+    /// core's alone).
+    pub(crate) fn request(&self, request: RingRequest) {
+        self.requests.push(request);
         self.unpark();
     }
 
-    /// Whether cancellations wait (the core checks before it parks).
-    pub(crate) fn has_cancels(&self) -> bool {
-        self.cancels.is_pending()
+    /// Whether ring requests wait (the core checks before it parks).
+    pub(crate) fn has_requests(&self) -> bool {
+        self.requests.is_pending()
     }
 
-    /// The cancellations asked for since the last call.
-    pub(crate) fn take_cancels(&self) -> Vec<u64> {
-        self.cancels.take()
+    /// The ring requests made since the last call.
+    pub(crate) fn take_requests(&self) -> Vec<RingRequest> {
+        self.requests.take()
     }
 
     pub(crate) fn park_flag(&self) -> &ParkFlag {

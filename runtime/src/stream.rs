@@ -46,8 +46,7 @@ use parking_lot::Mutex;
 
 use crate::context::with_core;
 use crate::io::{consume_budget, Direction, IoSource};
-use crate::runtime::Shared;
-use crate::uring::{OpKind, Ring, RingTarget};
+use crate::uring::{OpKind, OpRef, Ring, RingRequest, RingTarget};
 
 /// The largest `recv` one read submits.
 pub const MAX_RECV: usize = 64 * 1024;
@@ -68,13 +67,6 @@ struct StreamShared<S: AsRawFd> {
     state: Mutex<RingState>,
 }
 
-/// An operation in flight on some core's ring.
-struct InFlight {
-    runtime: Arc<Shared>,
-    core: usize,
-    user_data: u64,
-}
-
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum WriteHalf {
     Open,
@@ -87,7 +79,7 @@ struct RingState {
     /// Received bytes not yet read: `rx[rx_pos..]`.
     rx: Vec<u8>,
     rx_pos: usize,
-    recv: Option<InFlight>,
+    recv: Option<OpRef>,
     /// The peer closed its write half: reads return 0 from now on.
     eof: bool,
     /// A `recv` failed; the next read returns the error.
@@ -96,7 +88,9 @@ struct RingState {
     /// The bytes of the `send` in flight, sent up to `tx_pos`.
     tx: Vec<u8>,
     tx_pos: usize,
+    /// A `send` is in flight (`send_op` says where).
     sending: bool,
+    send_op: Option<OpRef>,
     /// Bytes written while a `send` was in flight.
     staged: Vec<u8>,
     tx_error: Option<io::Error>,
@@ -104,6 +98,13 @@ struct RingState {
     write_half: WriteHalf,
     /// The `StreamSource` is gone; only operations in flight remain.
     dropped: bool,
+    /// The timeout bounding how long a dropped stream may go on sending
+    /// (`Builder::stream_linger`), and the duration the kernel reads when
+    /// it is submitted.
+    linger: Option<OpRef>,
+    linger_ts: types::Timespec,
+    /// The linger ran out: what is not sent yet is given up.
+    abandoned: bool,
 }
 
 /// What the ring-side read decided.
@@ -130,11 +131,15 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamSource<S> {
                     tx: Vec::new(),
                     tx_pos: 0,
                     sending: false,
+                    send_op: None,
                     staged: Vec::new(),
                     tx_error: None,
                     writer: None,
                     write_half: WriteHalf::Open,
                     dropped: false,
+                    linger: None,
+                    linger_ts: types::Timespec::new(),
+                    abandoned: false,
                 }),
             }),
         }
@@ -257,7 +262,7 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamSource<S> {
             }
             return Poll::Ready(Ok(gather(&mut st.staged, bufs, MAX_SEND)));
         }
-        let submitted = with_ring(|ring, _, _| {
+        let submitted = with_ring(|ring| {
             if !consume_budget() {
                 return None;
             }
@@ -376,7 +381,7 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamSource<S> {
             set_waker(&mut st.reader, cx);
             return Read::Done(Poll::Pending);
         }
-        let submitted = with_ring(|ring, runtime, core| {
+        let submitted = with_ring(|ring| {
             let want = len.clamp(MIN_RECV, MAX_RECV);
             st.rx.clear();
             st.rx_pos = 0;
@@ -393,12 +398,7 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamSource<S> {
             // nothing reads, resizes or frees `rx` (every use checks
             // `recv` first, and `Drop` leaves it alone), and the fd is
             // owned by the same `StreamShared`.
-            let pushed = unsafe { ring.push(entry, OpKind::Recv, self.shared.clone()) };
-            pushed.map(|user_data| InFlight {
-                runtime: runtime.clone(),
-                core,
-                user_data,
-            })
+            unsafe { ring.push(entry, OpKind::Recv, self.shared.clone()) }
         });
         match submitted {
             Some(Ok(op)) => {
@@ -434,16 +434,89 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamShared<S> {
         // set (writes go to `staged`); the fd is owned by the same value.
         let pushed = unsafe { ring.push(entry, OpKind::Send, self.clone()) };
         match pushed {
-            Ok(_) => {
+            Ok(op) => {
                 st.sending = true;
+                st.send_op = Some(op);
                 Ok(())
             }
             Err(e) => {
                 st.sending = false;
+                st.send_op = None;
                 st.tx.clear();
                 st.tx_pos = 0;
                 Err(e)
             }
+        }
+    }
+
+    /// A dropped stream still sending: bound how long it may (see
+    /// `Builder::stream_linger`) with a timeout on `ring`.
+    fn arm_linger(self: &Arc<Self>, st: &mut RingState, ring: &mut Ring) {
+        if !st.dropped || !st.sending || st.linger.is_some() || st.abandoned {
+            return;
+        }
+        let Some(limit) = st
+            .send_op
+            .as_ref()
+            .map(|op| op.runtime.config.stream_linger)
+        else {
+            return;
+        };
+        if limit.is_zero() {
+            self.abandon(st, ring);
+            return;
+        }
+        st.linger_ts = types::Timespec::new()
+            .sec(limit.as_secs())
+            .nsec(limit.subsec_nanos());
+        let entry = opcode::Timeout::new(&st.linger_ts).build();
+        // SAFETY: `linger_ts` lives in the `StreamShared` the ring keeps
+        // alive until the completion, and is not written again while the
+        // timeout is armed.
+        match unsafe { ring.push(entry, OpKind::Linger, self.clone()) } {
+            Ok(op) => st.linger = Some(op),
+            // No timeout: give up now rather than hold the socket forever.
+            Err(_) => self.abandon(st, ring),
+        }
+    }
+
+    /// Stops waiting for the peer: cancels the `send` in flight, whose
+    /// completion gives up what is left (`give_up`).
+    fn abandon(&self, st: &mut RingState, ring: &mut Ring) {
+        st.abandoned = true;
+        if let Some(op) = &st.send_op {
+            op.cancel_on(ring);
+        }
+    }
+
+    /// A `send` was cancelled (linger over, or the core exiting): hands the
+    /// kernel what it takes without waiting, and if bytes remain, arms a
+    /// reset for the close, so the peer sees the stream cut, not ended.
+    fn give_up(&self, st: &mut RingState, why: &str) {
+        let fd = self.io.get_ref();
+        let mut complete = true;
+        let start = st.tx_pos.min(st.tx.len());
+        for chunk in [&st.tx[start..], &st.staged[..]] {
+            let mut off = 0;
+            while off < chunk.len() {
+                let flags = rustix::net::SendFlags::NOSIGNAL | rustix::net::SendFlags::DONTWAIT;
+                match rustix::net::send(fd, &chunk[off..], flags) {
+                    Ok(n) if n > 0 => off += n,
+                    _ => break,
+                }
+            }
+            if off < chunk.len() {
+                complete = false;
+                break;
+            }
+        }
+        if complete {
+            st.tx.clear();
+            st.tx_pos = 0;
+            st.staged.clear();
+        } else {
+            let _ = rustix::net::sockopt::set_socket_linger(fd, Some(std::time::Duration::ZERO));
+            fail_send(st, io::Error::new(io::ErrorKind::TimedOut, why));
         }
     }
 }
@@ -482,7 +555,12 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> RingTarget for StreamShared<S> {
             }
             OpKind::Send => {
                 st.sending = false;
+                st.send_op = None;
                 match result {
+                    n if n > 0 && st.abandoned => {
+                        st.tx_pos += n as usize;
+                        self.give_up(st, "a dropped stream's peer took too long to read");
+                    }
                     n if n > 0 => {
                         st.tx_pos += n as usize;
                         if st.tx_pos < st.tx.len() {
@@ -502,10 +580,14 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> RingTarget for StreamShared<S> {
                         }
                     }
                     0 => fail_send(st, io::ErrorKind::WriteZero.into()),
-                    e if -e == libc::ECANCELED => fail_send(
-                        st,
-                        io::Error::other("write cancelled: the runtime shut down"),
-                    ),
+                    e if -e == libc::ECANCELED => {
+                        let why = if st.abandoned {
+                            "a dropped stream's peer took too long to read"
+                        } else {
+                            "the runtime shut down before the bytes were sent"
+                        };
+                        self.give_up(st, why);
+                    }
                     e => fail_send(st, io::Error::from_raw_os_error(-e)),
                 }
                 if !st.sending && st.write_half == WriteHalf::ShutAfterFlush {
@@ -515,10 +597,26 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> RingTarget for StreamShared<S> {
                 if st.dropped && !st.sending {
                     st.tx = Vec::new();
                     st.staged = Vec::new();
+                    // Everything went out: the linger is moot, and the
+                    // socket closes as soon as no operation holds it.
+                    if let Some(linger) = st.linger.take() {
+                        linger.cancel_on(ring);
+                    }
                 }
                 wake.extend(st.writer.take());
             }
+            OpKind::Linger => {
+                st.linger = None;
+                if -result == libc::ETIME && st.sending && !st.abandoned {
+                    self.abandon(st, ring);
+                }
+            }
         }
+    }
+
+    fn on_core(self: Arc<Self>, ring: &mut Ring) {
+        let mut st = self.state.lock();
+        self.arm_linger(&mut st, ring);
     }
 }
 
@@ -526,6 +624,7 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> RingTarget for StreamShared<S> {
 /// or flush reports it.
 fn fail_send(st: &mut RingState, e: io::Error) {
     st.sending = false;
+    st.send_op = None;
     st.tx.clear();
     st.tx_pos = 0;
     st.staged.clear();
@@ -544,32 +643,32 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> Drop for StreamSource<S> {
         }
         match &st.recv {
             None => st.rx = Vec::new(),
-            Some(op) => cancel(op),
+            Some(op) => op.cancel(),
+        }
+        if st.sending {
+            // Bound how long the unsent bytes may keep the socket open:
+            // armed here if this thread is a core, else by the core that
+            // runs the send.
+            let st = &mut *st;
+            let armed = with_ring(|ring| self.shared.arm_linger(st, ring));
+            if armed.is_none() {
+                if let Some(op) = &st.send_op {
+                    op.runtime.cores[op.core].request(RingRequest::Call(self.shared.clone()));
+                }
+            }
         }
     }
 }
 
-/// Asks the core that runs `op` to cancel it: directly when that is this
-/// thread's core, else through the core's cancellation queue.
-fn cancel(op: &InFlight) {
-    let done = with_core(|c| {
-        c.filter(|c| c.index == op.core && Arc::ptr_eq(&c.shared, &op.runtime))
-            .and_then(|c| c.with_ring(|ring| ring.cancel(op.user_data)))
-    });
-    if done.is_none() {
-        op.runtime.cores[op.core].request_cancel(op.user_data);
-    }
-}
-
-/// Runs `f` with the calling core's ring, its runtime and its index; `None`
-/// when the caller is not on a core with a ring.
-fn with_ring<R>(f: impl FnOnce(&mut Ring, &Arc<Shared>, usize) -> R) -> Option<R> {
+/// Runs `f` with the calling core's ring; `None` when the caller is not on
+/// a running core with a ring.
+fn with_ring<R>(f: impl FnOnce(&mut Ring) -> R) -> Option<R> {
     with_core(|c| {
         let c = c?;
         if c.is_shutting_down() {
             return None;
         }
-        c.with_ring(|ring| f(ring, &c.shared, c.index))
+        c.with_ring(f)
     })
 }
 

@@ -25,10 +25,10 @@
 //! frees anything.
 //!
 //! The ring is single-issuer: only its core's thread touches it. Other
-//! threads ask for a cancellation through [`CoreShared::request_cancel`]
-//! (a queue the core empties between turns and before it parks).
+//! threads send a [`RingRequest`] through [`CoreShared::request`] (a queue
+//! the core empties between turns and before it parks).
 //!
-//! [`CoreShared::request_cancel`]: crate::runtime::CoreShared::request_cancel
+//! [`CoreShared::request`]: crate::runtime::CoreShared::request
 
 use std::io;
 use std::os::fd::RawFd;
@@ -38,6 +38,9 @@ use std::time::{Duration, Instant};
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use slab::Slab;
+
+use crate::context::with_core;
+use crate::runtime::Shared;
 
 /// Submission queue entries; the completion queue gets four times as many.
 /// In-flight operations are not limited by either (the kernel keeps
@@ -59,6 +62,48 @@ pub(crate) enum OpKind {
     Recv,
     /// A `send` from the target's send buffer.
     Send,
+    /// A timeout the target armed (see `Builder::stream_linger`).
+    Linger,
+}
+
+/// An operation in flight: which runtime's which core runs it, and its
+/// `user_data` there.
+pub(crate) struct OpRef {
+    pub(crate) runtime: Arc<Shared>,
+    pub(crate) core: usize,
+    pub(crate) user_data: u64,
+}
+
+impl OpRef {
+    /// Asks for the operation to be cancelled: directly when this thread
+    /// is its core, else through the core's request queue.
+    pub(crate) fn cancel(&self) {
+        let done = with_core(|c| {
+            c.filter(|c| c.index == self.core && Arc::ptr_eq(&c.shared, &self.runtime))
+                .and_then(|c| c.with_ring(|ring| ring.cancel(self.user_data)))
+        });
+        if done.is_none() {
+            self.runtime.cores[self.core].request(RingRequest::Cancel(self.user_data));
+        }
+    }
+
+    /// [`OpRef::cancel`] from inside a completion handler, which holds
+    /// `ring` (so the thread-local route to it is taken).
+    pub(crate) fn cancel_on(&self, ring: &mut Ring) {
+        if ring.runs(self) {
+            ring.cancel(self.user_data);
+        } else {
+            self.runtime.cores[self.core].request(RingRequest::Cancel(self.user_data));
+        }
+    }
+}
+
+/// What another thread may ask of a core's ring.
+pub(crate) enum RingRequest {
+    /// Cancel this operation.
+    Cancel(u64),
+    /// Call [`RingTarget::on_core`] for this target.
+    Call(Arc<dyn RingTarget>),
 }
 
 /// Something with operations on the ring: told about each completion on
@@ -68,6 +113,9 @@ pub(crate) trait RingTarget: Send + Sync {
     /// target may submit follow-up operations on `ring`; it pushes the
     /// wakers to call into `wake` (called after the ring is released).
     fn complete(self: Arc<Self>, kind: OpKind, result: i32, ring: &mut Ring, wake: &mut Vec<Waker>);
+
+    /// Called on the core for a [`RingRequest::Call`] made elsewhere.
+    fn on_core(self: Arc<Self>, ring: &mut Ring);
 }
 
 struct Op {
@@ -79,6 +127,8 @@ struct Op {
 /// A core's ring and the operations in flight on it.
 pub(crate) struct Ring {
     uring: IoUring,
+    /// The runtime and core this ring belongs to.
+    owner: Option<(Arc<Shared>, usize)>,
     ops: Slab<Op>,
     /// Tells apart two operations that used the same slab slot, so a late
     /// cancellation cannot hit an unrelated operation.
@@ -115,6 +165,7 @@ impl Ring {
             .or_else(|_| IoUring::new(ENTRIES))?;
         let mut ring = Ring {
             uring,
+            owner: None,
             ops: Slab::new(),
             generation: 0,
             epoll_fd,
@@ -127,9 +178,22 @@ impl Ring {
         Ok(ring)
     }
 
+    /// Records which runtime and core the ring serves (set once the core
+    /// exists, before any task runs).
+    pub(crate) fn set_owner(&mut self, runtime: Arc<Shared>, core: usize) {
+        self.owner = Some((runtime, core));
+    }
+
+    /// Whether `op` runs on this ring.
+    pub(crate) fn runs(&self, op: &OpRef) -> bool {
+        self.owner
+            .as_ref()
+            .is_some_and(|(rt, core)| *core == op.core && Arc::ptr_eq(rt, &op.runtime))
+    }
+
     /// Queues `entry` (its `user_data` is set here) for `target`; the
-    /// entry reaches the kernel at the next submission. Returns the
-    /// `user_data`, which [`Ring::cancel`] takes.
+    /// entry reaches the kernel at the next submission. Returns where the
+    /// operation runs, for [`OpRef::cancel`].
     ///
     /// # Safety
     ///
@@ -141,7 +205,12 @@ impl Ring {
         entry: squeue::Entry,
         kind: OpKind,
         target: Arc<dyn RingTarget>,
-    ) -> io::Result<u64> {
+    ) -> io::Result<OpRef> {
+        let Some((runtime, core)) = self.owner.clone() else {
+            return Err(io::Error::other(
+                "io_uring ring used before its core started",
+            ));
+        };
         self.generation = self.generation.wrapping_add(1);
         let generation = self.generation;
         let index = self.ops.insert(Op {
@@ -155,7 +224,11 @@ impl Ring {
             self.ops.remove(index);
             return Err(e);
         }
-        Ok(user_data)
+        Ok(OpRef {
+            runtime,
+            core,
+            user_data,
+        })
     }
 
     /// Asks the kernel to cancel the operation `user_data` (which completes
