@@ -67,29 +67,10 @@ fn lock<T>(m: &Mutex<T>) -> crate::loom::MutexGuard<'_, T> {
 mod loom_tests {
     //! `RUSTFLAGS="--cfg loom" cargo test -p fairloop-runtime --lib --release loom`
     use super::RequestQueue;
+    use crate::park::loom_tests::EventFd;
     use crate::park::ParkFlag;
-    use loom::sync::{Arc, Condvar, Mutex};
+    use loom::sync::Arc;
     use loom::thread;
-
-    /// The eventfd behind `mio::Waker`, as in `park`'s models.
-    struct EventFd {
-        signalled: Mutex<bool>,
-        cv: Condvar,
-    }
-
-    impl EventFd {
-        fn wake(&self) {
-            *self.signalled.lock().unwrap() = true;
-            self.cv.notify_one();
-        }
-        fn wait(&self) {
-            let mut s = self.signalled.lock().unwrap();
-            while !*s {
-                s = self.cv.wait(s).unwrap();
-            }
-            *s = false;
-        }
-    }
 
     /// Two threads drop streams (each asks for a cancellation and unparks
     /// the core as `CoreShared::request_cancel` does) while the core takes
@@ -104,10 +85,7 @@ mod loom_tests {
         builder.check(|| {
             let queue = Arc::new(RequestQueue::<u64>::new());
             let flag = Arc::new(ParkFlag::new());
-            let eventfd = Arc::new(EventFd {
-                signalled: Mutex::new(false),
-                cv: Condvar::new(),
-            });
+            let eventfd = Arc::new(EventFd::new());
             let droppers: Vec<_> = (0..2u64)
                 .map(|i| {
                     let (queue, flag, eventfd) = (queue.clone(), flag.clone(), eventfd.clone());

@@ -84,7 +84,7 @@ impl ParkFlag {
 }
 
 #[cfg(all(test, loom))]
-mod loom_tests {
+pub(crate) mod loom_tests {
     //! `RUSTFLAGS="--cfg loom" cargo test -p fairloop-runtime --lib --release loom`
     use super::ParkFlag;
     use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -92,18 +92,25 @@ mod loom_tests {
     use loom::thread;
 
     /// Stands in for the eventfd behind `mio::Waker`: a sticky signal that
-    /// `epoll_wait` consumes.
-    struct EventFd {
+    /// `epoll_wait` consumes. (The ring's cancellation model uses it too.)
+    pub(crate) struct EventFd {
         signalled: Mutex<bool>,
         cv: Condvar,
     }
 
     impl EventFd {
-        fn wake(&self) {
+        pub(crate) fn new() -> Self {
+            EventFd {
+                signalled: Mutex::new(false),
+                cv: Condvar::new(),
+            }
+        }
+
+        pub(crate) fn wake(&self) {
             *self.signalled.lock().unwrap() = true;
             self.cv.notify_one();
         }
-        fn wait(&self) {
+        pub(crate) fn wait(&self) {
             let mut s = self.signalled.lock().unwrap();
             while !*s {
                 s = self.cv.wait(s).unwrap();
