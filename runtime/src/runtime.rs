@@ -150,7 +150,7 @@ impl Builder {
     /// in batches, one syscall per loop iteration instead of one per
     /// operation; see `fairloop::net` for what changes for a stream (its
     /// writes are buffered until they reach the kernel: `flush` waits for
-    /// that). Where io_uring is missing or forbidden (an old kernel,
+    /// that). Where io_uring is missing or forbidden (a kernel before 6.1,
     /// seccomp, `kernel.io_uring_disabled`), or with `false`, streams use
     /// epoll readiness and one syscall per read or write.
     /// [`Runtime::uses_io_uring`] says which one the runtime got.

@@ -149,20 +149,15 @@ impl Ring {
     /// forbids it (seccomp, `kernel.io_uring_disabled`).
     pub(crate) fn new(epoll_fd: RawFd) -> io::Result<Ring> {
         // Deferred task running completes operations only when this thread
-        // enters the ring: no interrupts of a busy core. Older kernels lack
-        // it; plain rings work everywhere io_uring does.
+        // enters the ring: no interrupts of a busy core. It needs Linux 6.1,
+        // which also has everything else used here (multishot poll above
+        // all, which older kernels reject, and a core would then spin in
+        // its park); on older kernels the runtime stays on epoll.
         let uring = IoUring::builder()
             .setup_cqsize(ENTRIES * 4)
             .setup_single_issuer()
             .setup_defer_taskrun()
-            .build(ENTRIES)
-            .or_else(|_| {
-                IoUring::builder()
-                    .setup_cqsize(ENTRIES * 4)
-                    .setup_coop_taskrun()
-                    .build(ENTRIES)
-            })
-            .or_else(|_| IoUring::new(ENTRIES))?;
+            .build(ENTRIES)?;
         let mut ring = Ring {
             uring,
             owner: None,
