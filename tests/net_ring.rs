@@ -72,6 +72,7 @@ in_both_modes!(
     unix_pair_both_ways_vectored,
     a_dropped_stream_whose_peer_never_reads_is_bounded,
     runtime_shutdown_never_truncates_silently,
+    more_reads_complete_at_once_than_the_pool_has_buffers,
 );
 
 /// Whether a runtime that asks for io_uring gets it on this machine
@@ -966,5 +967,81 @@ fn runtime_shutdown_never_truncates_silently(io_uring: bool) {
     match reader.join().expect("the reader") {
         Ok(got) => assert_same_bytes(&got, &data, "a clean end of stream after"),
         Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}"),
+    }
+}
+
+/// 300 reads submitted in one batch to sockets whose bytes are already
+/// there: the kernel completes all of them inside the one submission, more
+/// than the ring's pool of receive buffers (256) can serve. The reads that
+/// find the pool empty must retry with a buffer of their own (counted in
+/// `CoreMetrics::pool_misses`), and every byte must arrive.
+fn more_reads_complete_at_once_than_the_pool_has_buffers(io_uring: bool) {
+    const CONNS: usize = 300;
+    raise_fd_limit();
+    // A long quota, so that one turn polls all 300 tasks and their reads
+    // go to the kernel together.
+    let rt = Runtime::builder()
+        .cores(1)
+        .pin_cores(false)
+        .io_uring(io_uring)
+        .task_quota(Duration::from_millis(200))
+        .build()
+        .expect("build a runtime");
+    assert_eq!(rt.uses_io_uring(), io_uring && ring_available());
+    let mut peers = Vec::new();
+    let mut ours = Vec::new();
+    for i in 0..CONNS {
+        let (o, mut peer) = tcp_pair();
+        peer.write_all(&payload(i, 100)).expect("peer write");
+        peers.push(peer);
+        ours.push(o);
+    }
+    // Block the core while the 300 tasks are spawned, so that it finds
+    // them all queued at once.
+    let blocked = Signal::default();
+    let blocker = {
+        let blocked = blocked.clone();
+        rt.spawn(async move {
+            blocked.set();
+            thread::sleep(Duration::from_millis(200));
+        })
+    };
+    wait_until(Duration::from_secs(5), "the core to block", || {
+        blocked.is_set()
+    });
+    let tasks: Vec<_> = ours
+        .into_iter()
+        .enumerate()
+        .map(|(i, o)| {
+            rt.spawn(async move {
+                let mut s = TcpStream::from_std(o).expect("from_std");
+                let mut buf = vec![0u8; 100];
+                s.read_exact(&mut buf).await.expect("read");
+                assert_same_bytes(&buf, &payload(i, 100), "what the peer sent");
+                s.write_all(&buf).await.expect("write back");
+                s.flush().await.expect("flush");
+            })
+        })
+        .collect();
+    for (i, peer) in peers.iter_mut().enumerate() {
+        let mut back = vec![0u8; 100];
+        peer.read_exact(&mut back).expect("the echo");
+        assert_same_bytes(&back, &payload(i, 100), "the echo");
+    }
+    rt.block_on(async move {
+        blocker.await.expect("blocker");
+        for t in tasks {
+            t.await.expect("connection task");
+        }
+    });
+    let core = &rt.metrics().cores[0];
+    if rt.uses_io_uring() {
+        assert!(
+            core.pool_misses > 0,
+            "300 reads completed at once, yet none found the pool empty"
+        );
+        assert!(core.ring_completions >= CONNS as u64);
+    } else {
+        assert_eq!((core.pool_misses, core.ring_completions), (0, 0));
     }
 }

@@ -139,7 +139,8 @@ pub(crate) fn run(
         ring.set_owner(shared.clone(), index);
     }
     shared.cores[index]
-        .ring
+        .stats
+        .io_uring
         .store(reactor.ring.is_some(), Ordering::Relaxed);
     let clock = quanta::Clock::new();
     let epoch = clock.now();

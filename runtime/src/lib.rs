@@ -13,6 +13,7 @@
 //! Modules, one concept each:
 //! `runtime` (builder, runtime, handles), `core` (the per-core loop),
 //! `reactor` (poll, eventfd, timerfd), `uring` (the per-core io_uring),
+//! `bufpool` (the receive buffers it lends),
 //! `cancel` (cancelling ring operations from other threads), [`io`]
 //! (sockets on the reactors), `stream` (byte streams on the ring), `park`
 //! (the park/unpark protocol), `waker` (where a woken task goes), `task`
@@ -24,6 +25,7 @@
 #![warn(missing_docs)]
 
 mod balance;
+mod bufpool;
 mod cancel;
 mod context;
 mod core;

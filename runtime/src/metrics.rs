@@ -41,13 +41,24 @@ pub struct CoreMetrics {
     pub busy: Duration,
     /// Task polls.
     pub polls: u64,
-    /// Times the core blocked in `epoll_wait` for lack of work.
+    /// Times the core blocked (in `epoll_wait`, or `io_uring_enter` while
+    /// stream operations were in flight) for lack of work.
     pub parks: u64,
     /// Tasks that reached this core through the injection queue (woken or
     /// spawned from another thread).
     pub remote_wakes: u64,
     /// The reservation this core serves, if it is reserved.
     pub reserved_for: Option<String>,
+    /// Whether the core serves stream sockets through its own io_uring
+    /// (see `Builder::io_uring`).
+    pub io_uring: bool,
+    /// Stream reads and writes (and their timeouts) completed on the
+    /// core's ring.
+    pub ring_completions: u64,
+    /// Stream reads that found the ring's receive-buffer pool empty and
+    /// were retried with a buffer of their own (a pool too small for the
+    /// load shows here).
+    pub pool_misses: u64,
 }
 
 /// One partition.
@@ -89,6 +100,9 @@ pub(crate) struct CoreStats {
     polls: AtomicU64,
     parks: AtomicU64,
     remote_wakes: AtomicU64,
+    pub(crate) io_uring: AtomicBool,
+    ring_completions: AtomicU64,
+    pool_misses: AtomicU64,
     /// Tasks queued in the core's scheduler at the end of its last turn.
     pub(crate) queued: AtomicU64,
     /// Partitions attached to the core's scheduler.
@@ -124,6 +138,14 @@ impl CoreStats {
         bump(&self.remote_wakes, n);
     }
 
+    pub(crate) fn add_ring_completion(&self) {
+        bump(&self.ring_completions, 1);
+    }
+
+    pub(crate) fn add_pool_miss(&self) {
+        bump(&self.pool_misses, 1);
+    }
+
     pub(crate) fn busy_ns(&self) -> u64 {
         self.busy_ns.load(Ordering::Relaxed)
     }
@@ -153,6 +175,9 @@ impl CoreStats {
             parks: self.parks.load(Ordering::Relaxed),
             remote_wakes: self.remote_wakes.load(Ordering::Relaxed),
             reserved_for,
+            io_uring: self.io_uring.load(Ordering::Relaxed),
+            ring_completions: self.ring_completions.load(Ordering::Relaxed),
+            pool_misses: self.pool_misses.load(Ordering::Relaxed),
         }
     }
 }

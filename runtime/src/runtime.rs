@@ -196,7 +196,6 @@ impl Builder {
                 reserved_for: config.reserved[i].clone(),
                 exited: Mutex::new(false),
                 io: IoDriver::new(poll.registry().try_clone()?),
-                ring: AtomicBool::new(false),
                 requests: RequestQueue::new(),
             });
             locals.push((poll, rx, cpus.get(i).copied()));
@@ -367,8 +366,6 @@ pub(crate) struct CoreShared {
     /// Set, under the lock, when the core has finished shutting down; see
     /// [`CoreShared::send_adoption`].
     pub(crate) exited: Mutex<bool>,
-    /// Whether the core got a completion ring.
-    pub(crate) ring: AtomicBool,
     /// What other threads want done on the ring.
     requests: RequestQueue<RingRequest>,
 }
@@ -883,7 +880,7 @@ impl Runtime {
             .shared
             .cores
             .iter()
-            .all(|c| c.ring.load(Ordering::Relaxed))
+            .all(|c| c.stats.io_uring.load(Ordering::Relaxed))
     }
 
     /// A snapshot of every core's and partition's metrics.

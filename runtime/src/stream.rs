@@ -44,6 +44,7 @@ use std::task::{Context, Poll, Waker};
 use io_uring::{opcode, types};
 use parking_lot::Mutex;
 
+use crate::bufpool::{BUF_SIZE, GROUP};
 use crate::context::with_core;
 use crate::io::{consume_budget, Direction, IoSource};
 use crate::uring::{OpKind, OpRef, Ring, RingRequest, RingTarget};
@@ -53,6 +54,9 @@ pub const MAX_RECV: usize = 64 * 1024;
 /// The smallest receive buffer: a read with a tiny buffer still takes what
 /// a typical small message needs in one `recv`.
 const MIN_RECV: usize = 64;
+/// A drained receive buffer larger than this is freed rather than kept:
+/// an idle stream holds at most this much.
+const KEEP_RX: usize = 4096;
 /// Written bytes that may wait behind a `send` in flight before a write
 /// waits for it.
 pub const MAX_SEND: usize = 64 * 1024;
@@ -84,6 +88,8 @@ struct RingState {
     eof: bool,
     /// A `recv` failed; the next read returns the error.
     rx_error: Option<io::Error>,
+    /// The ring's buffer pool was empty: the next `recv` brings its own.
+    pool_miss: bool,
     reader: Option<Waker>,
     /// The bytes of the `send` in flight, sent up to `tx_pos`.
     tx: Vec<u8>,
@@ -127,6 +133,7 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamSource<S> {
                     recv: None,
                     eof: false,
                     rx_error: None,
+                    pool_miss: false,
                     reader: None,
                     tx: Vec::new(),
                     tx_pos: 0,
@@ -366,7 +373,11 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamSource<S> {
             let n = fill(&st.rx[start..]);
             st.rx_pos += n;
             if st.rx_pos == st.rx.len() {
-                st.rx.clear();
+                if st.rx.capacity() > KEEP_RX {
+                    st.rx = Vec::new();
+                } else {
+                    st.rx.clear();
+                }
                 st.rx_pos = 0;
             }
             return Read::Done(Poll::Ready(Ok(n)));
@@ -382,22 +393,27 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamSource<S> {
             return Read::Done(Poll::Pending);
         }
         let submitted = with_ring(|ring| {
-            let want = len.clamp(MIN_RECV, MAX_RECV);
+            let fd = types::Fd(self.get_ref().as_raw_fd());
             st.rx.clear();
             st.rx_pos = 0;
-            st.rx.reserve(want);
-            let room = st.rx.capacity().min(MAX_RECV);
-            let entry = opcode::Recv::new(
-                types::Fd(self.get_ref().as_raw_fd()),
-                st.rx.as_mut_ptr(),
-                room as u32,
-            )
-            .build();
-            // SAFETY: `rx`'s allocation lives in the `StreamShared` the
-            // ring keeps alive until the completion; while `recv` is set
-            // nothing reads, resizes or frees `rx` (every use checks
-            // `recv` first, and `Drop` leaves it alone), and the fd is
-            // owned by the same `StreamShared`.
+            let entry = if ring.has_pool() && !st.pool_miss {
+                // The kernel picks a pool buffer when bytes arrive.
+                opcode::Recv::new(fd, std::ptr::null_mut(), len.min(BUF_SIZE) as u32)
+                    .buf_group(GROUP)
+                    .build()
+                    .flags(io_uring::squeue::Flags::BUFFER_SELECT)
+            } else {
+                let want = len.clamp(MIN_RECV, MAX_RECV);
+                st.rx.reserve(want);
+                let room = st.rx.capacity().min(MAX_RECV);
+                opcode::Recv::new(fd, st.rx.as_mut_ptr(), room as u32).build()
+            };
+            // SAFETY: a pooled recv carries no pointer of ours. Otherwise
+            // `rx`'s allocation lives in the `StreamShared` the ring keeps
+            // alive until the completion; while `recv` is set nothing
+            // reads, resizes or frees `rx` (every use checks `recv` first,
+            // and `Drop` leaves it alone). The fd is owned by the same
+            // `StreamShared`.
             unsafe { ring.push(entry, OpKind::Recv, self.shared.clone()) }
         });
         match submitted {
@@ -526,6 +542,7 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> RingTarget for StreamShared<S> {
         self: Arc<Self>,
         kind: OpKind,
         result: i32,
+        buffer: Option<u16>,
         ring: &mut Ring,
         wake: &mut Vec<Waker>,
     ) {
@@ -534,19 +551,36 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> RingTarget for StreamShared<S> {
         match kind {
             OpKind::Recv => {
                 st.recv = None;
+                let pooled = buffer.is_some() || !st.pool_miss;
                 match result {
-                    n if n > 0 => {
-                        debug_assert!(st.rx.is_empty() && n as usize <= st.rx.capacity());
-                        // SAFETY: the kernel initialised the first `n`
-                        // bytes of `rx`'s allocation (it was empty, with at
-                        // least that much capacity, when the recv began).
-                        unsafe { st.rx.set_len(n as usize) };
-                    }
+                    n if n > 0 => match buffer {
+                        Some(bid) => {
+                            st.rx.clear();
+                            st.rx.extend_from_slice(ring.pooled(bid, n as usize));
+                        }
+                        None => {
+                            debug_assert!(st.rx.is_empty() && n as usize <= st.rx.capacity());
+                            // SAFETY: the kernel initialised the first `n`
+                            // bytes of `rx`'s allocation (it was empty,
+                            // with at least that much capacity, when the
+                            // recv began).
+                            unsafe { st.rx.set_len(n as usize) };
+                        }
+                    },
                     0 => st.eof = true,
+                    // The pool was empty: retry with a buffer of our own.
+                    e if -e == libc::ENOBUFS && pooled => {
+                        st.pool_miss = true;
+                        ring.note_pool_miss();
+                    }
                     // Cancelled (the stream dropped, or the core exiting):
                     // a later read asks again.
                     e if -e == libc::ECANCELED => {}
                     e => st.rx_error = Some(io::Error::from_raw_os_error(-e)),
+                }
+                if !pooled {
+                    // The read with its own buffer is done: back to the pool.
+                    st.pool_miss = false;
                 }
                 if st.dropped {
                     st.rx = Vec::new();

@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use slab::Slab;
 
+use crate::bufpool::BufPool;
 use crate::context::with_core;
 use crate::runtime::Shared;
 
@@ -109,10 +110,19 @@ pub(crate) enum RingRequest {
 /// Something with operations on the ring: told about each completion on
 /// the core whose ring ran the operation.
 pub(crate) trait RingTarget: Send + Sync {
-    /// `result` is the kernel's: a byte count, or a negated errno. The
+    /// `result` is the kernel's: a byte count, or a negated errno.
+    /// `buffer` names the pool buffer a pooled `recv` received into (read
+    /// it with [`Ring::pooled`]; the ring takes it back afterwards). The
     /// target may submit follow-up operations on `ring`; it pushes the
     /// wakers to call into `wake` (called after the ring is released).
-    fn complete(self: Arc<Self>, kind: OpKind, result: i32, ring: &mut Ring, wake: &mut Vec<Waker>);
+    fn complete(
+        self: Arc<Self>,
+        kind: OpKind,
+        result: i32,
+        buffer: Option<u16>,
+        ring: &mut Ring,
+        wake: &mut Vec<Waker>,
+    );
 
     /// Called on the core for a [`RingRequest::Call`] made elsewhere.
     fn on_core(self: Arc<Self>, ring: &mut Ring);
@@ -127,6 +137,9 @@ struct Op {
 /// A core's ring and the operations in flight on it.
 pub(crate) struct Ring {
     uring: IoUring,
+    /// Receive buffers lent to `recv`s as data arrives; `None` if the
+    /// kernel refused to register them (then every `recv` brings its own).
+    pool: Option<BufPool>,
     /// The runtime and core this ring belongs to.
     owner: Option<(Arc<Shared>, usize)>,
     ops: Slab<Op>,
@@ -158,8 +171,10 @@ impl Ring {
             .setup_single_issuer()
             .setup_defer_taskrun()
             .build(ENTRIES)?;
+        let pool = BufPool::new(&uring).ok();
         let mut ring = Ring {
             uring,
+            pool,
             owner: None,
             ops: Slab::new(),
             generation: 0,
@@ -177,6 +192,26 @@ impl Ring {
     /// exists, before any task runs).
     pub(crate) fn set_owner(&mut self, runtime: Arc<Shared>, core: usize) {
         self.owner = Some((runtime, core));
+    }
+
+    /// Whether `recv`s can take their buffer from the ring's pool.
+    pub(crate) fn has_pool(&self) -> bool {
+        self.pool.is_some()
+    }
+
+    /// Counts a `recv` that found the pool empty.
+    pub(crate) fn note_pool_miss(&self) {
+        if let Some((runtime, core)) = &self.owner {
+            runtime.cores[*core].stats.add_pool_miss();
+        }
+    }
+
+    /// The `len` bytes a pooled `recv` received into `buffer`.
+    pub(crate) fn pooled(&self, buffer: u16, len: usize) -> &[u8] {
+        match &self.pool {
+            Some(pool) => pool.data(buffer, len),
+            None => &[],
+        }
     }
 
     /// Whether `op` runs on this ring.
@@ -337,7 +372,14 @@ impl Ring {
                     .is_some_and(|op| op.generation == generation)
                 {
                     let op = self.ops.remove(index);
-                    op.target.complete(op.kind, result, self, wake);
+                    if let Some((runtime, core)) = &self.owner {
+                        runtime.cores[*core].stats.add_ring_completion();
+                    }
+                    let buffer = cqueue::buffer_select(flags);
+                    op.target.complete(op.kind, result, buffer, self, wake);
+                    if let (Some(bid), Some(pool)) = (buffer, self.pool.as_mut()) {
+                        pool.recycle(bid);
+                    }
                 }
             }
         }
@@ -414,11 +456,14 @@ impl Drop for Ring {
             drop(wake);
         }
         if !self.ops.is_empty() {
-            // The kernel did not give these back: their buffers may still
-            // be written to, so they must never be freed.
+            // The kernel did not give these back: their buffers (and the
+            // pool's) may still be written to, so they must never be freed.
             for op in std::mem::take(&mut self.ops).into_iter() {
                 std::mem::forget(op);
             }
+            std::mem::forget(self.pool.take());
+        } else if let Some(pool) = &self.pool {
+            pool.unregister(&self.uring);
         }
     }
 }
