@@ -6,7 +6,11 @@
 //! The server is `net_server echo RUNTIME --buf 64`: each connection is a
 //! task (a slab entry for mio) waiting in `read` with a 64-byte heap
 //! buffer, so the figure is the runtime's own cost per connection (task,
-//! IO registration, buffer) and not a big read buffer. Kernel socket
+//! IO registration, buffer) and not a big read buffer. `NET_IDLE_BUF`
+//! sets another buffer size (e.g. 8192, a typical HTTP read buffer: then
+//! every server holds that much per connection, and what a runtime adds
+//! on top of it shows). `fairloop-epoll` is fairloop with
+//! `io_uring(false)`. Kernel socket
 //! memory is not in RSS. This process opens the connections one by one
 //! from plain blocking sockets and makes each echo one byte before the
 //! next, so each is accepted and its task has polled (and parked) once.
@@ -53,12 +57,14 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
     println!(
-        "net_conns: {} | {conns} idle connections | RLIMIT_NOFILE {nofile} | load average: {}",
+        "net_conns: {} | {conns} idle connections, {} B read buffers | RLIMIT_NOFILE {nofile} | \
+         load average: {}",
         machine(),
+        std::env::var("NET_IDLE_BUF").unwrap_or_else(|_| "64".to_owned()),
         loadavg()
     );
     let mut rows = Vec::new();
-    for runtime in ["fairloop", "tokio", "mio"] {
+    for runtime in ["fairloop", "fairloop-epoll", "tokio", "mio"] {
         if !selected(runtime) {
             continue;
         }
@@ -105,7 +111,8 @@ fn main() {
 }
 
 fn run(runtime: &'static str, conns: usize) -> std::io::Result<Row> {
-    let server = Server::start(SERVER, &["echo", runtime, "--buf", "64"])?;
+    let buf = std::env::var("NET_IDLE_BUF").unwrap_or_else(|_| "64".to_owned());
+    let server = Server::start(SERVER, &["echo", runtime, "--buf", &buf])?;
     let addr = server.addrs[0];
     // One connection first, so one-time costs (the first registration,
     // the first task) are in the baseline.
