@@ -636,7 +636,7 @@ pub fn prometheus(m: &RuntimeMetrics) -> String {
     let core_label = |c: usize| format!("core=\"{c}\"");
 
     type CoreSeries = fn(&fairloop::metrics::CoreMetrics) -> String;
-    let core_series: [(&str, &str, &str, CoreSeries); 5] = [
+    let core_series: [(&str, &str, &str, CoreSeries); 8] = [
         (
             "fairloop_core_busy_seconds_total",
             "counter",
@@ -652,7 +652,7 @@ pub fn prometheus(m: &RuntimeMetrics) -> String {
         (
             "fairloop_core_parks_total",
             "counter",
-            "Times the core blocked in epoll_wait for lack of work.",
+            "Times the core blocked (epoll_wait or io_uring_enter) for lack of work.",
             |c| c.parks.to_string(),
         ),
         (
@@ -666,6 +666,24 @@ pub fn prometheus(m: &RuntimeMetrics) -> String {
             "gauge",
             "1 if the core's thread is pinned to its CPU.",
             |c| u8::from(c.pinned).to_string(),
+        ),
+        (
+            "fairloop_core_io_uring",
+            "gauge",
+            "1 if the core serves stream sockets through its own io_uring.",
+            |c| u8::from(c.io_uring).to_string(),
+        ),
+        (
+            "fairloop_core_ring_completions_total",
+            "counter",
+            "Stream reads and writes completed on the core's io_uring.",
+            |c| c.ring_completions.to_string(),
+        ),
+        (
+            "fairloop_core_pool_misses_total",
+            "counter",
+            "Stream reads that found the receive-buffer pool empty.",
+            |c| c.pool_misses.to_string(),
         ),
     ];
     for (name, kind, help, value) in core_series {

@@ -84,6 +84,8 @@ fn health_survives_flood(health_core: HealthCore, ports: Ports) {
     assert_eq!(status, 200);
     assert!(text.contains("# TYPE fairloop_core_busy_seconds_total counter"));
     assert!(text.contains("fairloop_core_polls_total{core=\"0\"}"));
+    assert!(text.contains("# TYPE fairloop_core_ring_completions_total counter"));
+    assert!(text.contains("fairloop_core_io_uring{core=\"0\"}"));
     for name in ["api-0", "healthcheck"] {
         assert!(
             text.lines()
