@@ -469,9 +469,7 @@ impl<S: AsRawFd> IoSource<S> {
 
 impl<S: AsRawFd> Drop for IoSource<S> {
     fn drop(&mut self) {
-        if let Some(r) = self.registered.get_mut().take() {
-            r.runtime.cores[r.core].io.deregister(&self.source, r.index);
-        }
+        self.deregister();
     }
 }
 

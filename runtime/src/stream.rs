@@ -94,8 +94,7 @@ struct RingState {
     /// The bytes of the `send` in flight, sent up to `tx_pos`.
     tx: Vec<u8>,
     tx_pos: usize,
-    /// A `send` is in flight (`send_op` says where).
-    sending: bool,
+    /// The `send` in flight, if one is.
     send_op: Option<OpRef>,
     /// Bytes written while a `send` was in flight.
     staged: Vec<u8>,
@@ -111,6 +110,13 @@ struct RingState {
     linger_ts: types::Timespec,
     /// The linger ran out: what is not sent yet is given up.
     abandoned: bool,
+}
+
+impl RingState {
+    /// Whether a `send` is in flight (writes gather in `staged` meanwhile).
+    fn sending(&self) -> bool {
+        self.send_op.is_some()
+    }
 }
 
 /// What the ring-side read decided.
@@ -137,7 +143,6 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamSource<S> {
                     reader: None,
                     tx: Vec::new(),
                     tx_pos: 0,
-                    sending: false,
                     send_op: None,
                     staged: Vec::new(),
                     tx_error: None,
@@ -257,7 +262,7 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamSource<S> {
         if len == 0 {
             return Poll::Ready(Ok(0));
         }
-        if st.sending {
+        if st.sending() {
             let room = MAX_SEND.saturating_sub(st.staged.len());
             if room == 0 {
                 set_waker(&mut st.writer, cx);
@@ -276,7 +281,7 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamSource<S> {
             st.tx.clear();
             st.tx_pos = 0;
             let n = gather(&mut st.tx, bufs, MAX_SEND);
-            match self.submit_send(&mut st, ring) {
+            match self.shared.submit_send(&mut st, ring) {
                 Ok(()) => Some(Ok(n)),
                 Err(e) => Some(Err(e)),
             }
@@ -309,7 +314,7 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamSource<S> {
         if let Some(e) = st.tx_error.take() {
             return Poll::Ready(Err(e));
         }
-        if st.sending {
+        if st.sending() {
             set_waker(&mut st.writer, cx);
             return Poll::Pending;
         }
@@ -336,7 +341,7 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamSource<S> {
             return shutdown_fd(self.get_ref(), Shutdown::Read);
         }
         let mut st = self.shared.state.lock();
-        if st.sending {
+        if st.sending() {
             if how == Shutdown::Both {
                 shutdown_fd(self.get_ref(), Shutdown::Read)?;
             }
@@ -428,10 +433,6 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamSource<S> {
             None => Read::Readiness,
         }
     }
-
-    fn submit_send(&self, st: &mut RingState, ring: &mut Ring) -> io::Result<()> {
-        self.shared.submit_send(st, ring)
-    }
 }
 
 impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamShared<S> {
@@ -446,17 +447,15 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamShared<S> {
         .flags(libc::MSG_NOSIGNAL)
         .build();
         // SAFETY: `tx` lives in the `StreamShared` the ring keeps alive
-        // until the completion, and nothing touches it while `sending` is
-        // set (writes go to `staged`); the fd is owned by the same value.
+        // until the completion, and nothing touches it while the send is in
+        // flight (writes go to `staged`); the fd is owned by the same value.
         let pushed = unsafe { ring.push(entry, OpKind::Send, self.clone()) };
         match pushed {
             Ok(op) => {
-                st.sending = true;
                 st.send_op = Some(op);
                 Ok(())
             }
             Err(e) => {
-                st.sending = false;
                 st.send_op = None;
                 st.tx.clear();
                 st.tx_pos = 0;
@@ -468,7 +467,7 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamShared<S> {
     /// A dropped stream still sending: bound how long it may (see
     /// `Builder::stream_linger`) with a timeout on `ring`.
     fn arm_linger(self: &Arc<Self>, st: &mut RingState, ring: &mut Ring) {
-        if !st.dropped || !st.sending || st.linger.is_some() || st.abandoned {
+        if !st.dropped || !st.sending() || st.linger.is_some() || st.abandoned {
             return;
         }
         let Some(limit) = st
@@ -588,7 +587,6 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> RingTarget for StreamShared<S> {
                 wake.extend(st.reader.take());
             }
             OpKind::Send => {
-                st.sending = false;
                 st.send_op = None;
                 match result {
                     n if n > 0 && st.abandoned => {
@@ -624,11 +622,11 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> RingTarget for StreamShared<S> {
                     }
                     e => fail_send(st, io::Error::from_raw_os_error(-e)),
                 }
-                if !st.sending && st.write_half == WriteHalf::ShutAfterFlush {
+                if !st.sending() && st.write_half == WriteHalf::ShutAfterFlush {
                     st.write_half = WriteHalf::Shut;
                     let _ = shutdown_fd(self.io.get_ref(), Shutdown::Write);
                 }
-                if st.dropped && !st.sending {
+                if st.dropped && !st.sending() {
                     st.tx = Vec::new();
                     st.staged = Vec::new();
                     // Everything went out: the linger is moot, and the
@@ -641,7 +639,7 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> RingTarget for StreamShared<S> {
             }
             OpKind::Linger => {
                 st.linger = None;
-                if -result == libc::ETIME && st.sending && !st.abandoned {
+                if -result == libc::ETIME && st.sending() && !st.abandoned {
                     self.abandon(st, ring);
                 }
             }
@@ -657,7 +655,6 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> RingTarget for StreamShared<S> {
 /// A failed `send`: what was written and not sent is lost; the next write
 /// or flush reports it.
 fn fail_send(st: &mut RingState, e: io::Error) {
-    st.sending = false;
     st.send_op = None;
     st.tx.clear();
     st.tx_pos = 0;
@@ -671,7 +668,7 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> Drop for StreamSource<S> {
         st.dropped = true;
         st.reader = None;
         st.writer = None;
-        if !st.sending {
+        if !st.sending() {
             st.tx = Vec::new();
             st.staged = Vec::new();
         }
@@ -679,7 +676,7 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> Drop for StreamSource<S> {
             None => st.rx = Vec::new(),
             Some(op) => op.cancel(),
         }
-        if st.sending {
+        if st.sending() {
             // Bound how long the unsent bytes may keep the socket open:
             // armed here if this thread is a core, else by the core that
             // runs the send.
