@@ -80,9 +80,7 @@ mod loom_tests {
     /// reports as a deadlock.
     #[test]
     fn cancel_request_vs_park_is_never_lost() {
-        let mut builder = loom::model::Builder::new();
-        builder.preemption_bound = Some(3);
-        builder.check(|| {
+        crate::loom::model(|| {
             let queue = Arc::new(RequestQueue::<u64>::new());
             let flag = Arc::new(ParkFlag::new());
             let eventfd = Arc::new(EventFd::new());

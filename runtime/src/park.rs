@@ -131,9 +131,7 @@ pub(crate) mod loom_tests {
     /// deadlock.
     #[test]
     fn foreign_wake_vs_park_never_loses_a_wakeup() {
-        let mut builder = loom::model::Builder::new();
-        builder.preemption_bound = Some(3);
-        builder.check(|| {
+        crate::loom::model(|| {
             let core = Arc::new(Core {
                 flag: ParkFlag::new(),
                 queue: AtomicUsize::new(0),
@@ -184,9 +182,7 @@ pub(crate) mod loom_tests {
     /// Every task must reach the core, with no wakeup lost.
     #[test]
     fn batched_announcements_lose_no_task() {
-        let mut builder = loom::model::Builder::new();
-        builder.preemption_bound = Some(3);
-        builder.check(|| {
+        crate::loom::model(|| {
             struct Partition {
                 injector: AtomicUsize,
                 notified: AtomicBool,

@@ -315,9 +315,7 @@ mod loom_tests {
     /// exactly once, on the new owner.
     #[test]
     fn migration_racing_a_foreign_wake() {
-        let mut builder = loom::model::Builder::new();
-        builder.preemption_bound = Some(3);
-        builder.check(|| {
+        crate::loom::model(|| {
             let w = Arc::new(World::new());
             let waker = {
                 let w = w.clone();
@@ -361,9 +359,7 @@ mod loom_tests {
     /// first. Every future is dropped exactly once and none is polled.
     #[test]
     fn shutdown_racing_a_migration() {
-        let mut builder = loom::model::Builder::new();
-        builder.preemption_bound = Some(3);
-        builder.check(|| {
+        crate::loom::model(|| {
             let w = Arc::new(World::new());
             let waker = {
                 let w = w.clone();
