@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use fairloop::partition::{self, Partition};
 use fairloop_benches::flood::{
-    fl_flood, fl_healthcheck, tk_flood, tk_healthcheck, BATCH, FLOOD_FOR, TICK, WORK,
+    fl_flood, fl_healthcheck, run_on_tokio, BATCH, FLOOD_FOR, TICK, WORK,
 };
 use fairloop_benches::{fairloop_rt, machine, ms, quantile, tokio_rt};
 
@@ -87,22 +87,12 @@ fn run_fairloop(latency: Option<Duration>) -> Outcome {
 // ---- tokio ------------------------------------------------------------------
 
 fn run_tokio() -> Outcome {
-    let rt = tokio_rt();
-    let (lateness, completed, flood_time) = rt.block_on(async {
-        let stop = Arc::new(AtomicBool::new(false));
-        let check = tokio::spawn(tk_healthcheck(stop.clone()));
-        let (completed, flood_time) = tokio::spawn(tk_flood()).await.expect("flood ok");
-        stop.store(true, Ordering::Release);
-        let lateness = check.await.expect("healthcheck ok");
-        (lateness, completed, flood_time)
-    });
-    let mut lateness = lateness;
-    lateness.sort();
+    let m = run_on_tokio(&tokio_rt());
     Outcome {
         name: "tokio current_thread, one runtime".to_string(),
-        lateness,
-        completed,
-        flood_time,
+        lateness: m.lateness,
+        completed: m.completed,
+        flood_time: m.flood_time,
         sched_delay_p99: None,
     }
 }

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use fairloop::partition::{self, Partition, Placement};
 use fairloop_benches::flood::{
-    fl_flood, fl_healthcheck, next_tick, tk_flood, tk_healthcheck, BATCH, FLOOD_FOR, TICK, WORK,
+    fl_flood, fl_healthcheck, next_tick, run_on_tokio, BATCH, FLOOD_FOR, TICK, WORK,
 };
 use fairloop_benches::{machine, ms, quantile, tokio_multi_rt};
 
@@ -156,22 +156,12 @@ fn run_fairloop(pin: bool) -> Outcome {
 // ---- tokio ------------------------------------------------------------------
 
 fn run_tokio() -> Outcome {
-    let rt = tokio_multi_rt(2);
-    let (lateness, completed, flood_time) = rt.block_on(async {
-        let stop = Arc::new(AtomicBool::new(false));
-        let check = tokio::spawn(tk_healthcheck(stop.clone()));
-        let (completed, flood_time) = tokio::spawn(tk_flood()).await.expect("flood ok");
-        stop.store(true, Ordering::Release);
-        let lateness = check.await.expect("healthcheck ok");
-        (lateness, completed, flood_time)
-    });
-    let mut lateness = lateness;
-    lateness.sort();
+    let m = run_on_tokio(&tokio_multi_rt(2));
     Outcome {
         name: "tokio multi_thread, 2 workers".to_string(),
-        lateness,
-        completed,
-        flood_time,
+        lateness: m.lateness,
+        completed: m.completed,
+        flood_time: m.flood_time,
         fairloop: None,
     }
 }

@@ -93,3 +93,31 @@ pub async fn tk_flood() -> (u64, Duration) {
     }
     (done, start.elapsed())
 }
+
+/// What one run of the scenario measured: the healthcheck's lateness
+/// (sorted), the flood tasks completed, and how long the flood ran.
+pub struct Measured {
+    pub lateness: Vec<Duration>,
+    pub completed: u64,
+    pub flood_time: Duration,
+}
+
+/// The whole scenario on a tokio runtime (either flavour): the
+/// healthcheck and the flood spawned side by side, the healthcheck
+/// stopped when the flood ends.
+pub fn run_on_tokio(rt: &tokio::runtime::Runtime) -> Measured {
+    let (mut lateness, completed, flood_time) = rt.block_on(async {
+        let stop = Arc::new(AtomicBool::new(false));
+        let check = tokio::spawn(tk_healthcheck(stop.clone()));
+        let (completed, flood_time) = tokio::spawn(tk_flood()).await.expect("flood ok");
+        stop.store(true, Ordering::Release);
+        let lateness = check.await.expect("healthcheck ok");
+        (lateness, completed, flood_time)
+    });
+    lateness.sort();
+    Measured {
+        lateness,
+        completed,
+        flood_time,
+    }
+}
