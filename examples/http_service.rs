@@ -53,13 +53,16 @@
 
 use std::fmt::Write as _;
 use std::future::Future;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
+
+#[path = "support/http_client.rs"]
+mod http_client;
 
 use fairloop::metrics::RuntimeMetrics;
 use fairloop::net::{TcpListener, TcpStream};
@@ -788,41 +791,7 @@ fn escape(s: &str) -> String {
 /// its status code and body.
 pub fn get(stream: &mut std::net::TcpStream, path: &str) -> io::Result<(u16, String)> {
     write!(stream, "GET {path} HTTP/1.1\r\nHost: fairloop\r\n\r\n")?;
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 4096];
-    let head_len = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = stream.read(&mut chunk)?;
-        if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_len]).into_owned();
-    let status: u16 = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| bad("no status code in the response"))?;
-    let len: usize = head
-        .split("\r\n")
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse().ok())?
-        })
-        .ok_or_else(|| bad("no Content-Length in the response"))?;
-    while buf.len() < head_len + len {
-        let n = stream.read(&mut chunk)?;
-        if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let body = String::from_utf8_lossy(&buf[head_len..head_len + len]).into_owned();
-    Ok((status, body))
+    http_client::read_response(stream)
 }
 
 /// Connects with read and write timeouts of `limit`.

@@ -33,6 +33,9 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::thread;
 use std::time::{Duration, Instant};
 
+#[path = "support/http_client.rs"]
+mod http_client;
+
 use fairloop::net::hyper::FairloopTimer;
 use fairloop::net::TcpListener;
 use fairloop::partition::{Partition, Placement};
@@ -302,42 +305,5 @@ fn request(
     req.extend_from_slice(body);
     c.write_all(&req)?;
 
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let head_len = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = c.read(&mut chunk)?;
-        if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_len]).into_owned();
-    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("{what}: {head:?}"));
-    let code: u16 = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| bad("no status code"))?;
-    let len: usize = head
-        .split("\r\n")
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse().ok())?
-        })
-        .ok_or_else(|| bad("no Content-Length"))?;
-    while buf.len() < head_len + len {
-        let n = c.read(&mut chunk)?;
-        if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    Ok((
-        code,
-        String::from_utf8_lossy(&buf[head_len..head_len + len]).into_owned(),
-    ))
+    http_client::read_response(c)
 }
