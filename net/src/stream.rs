@@ -34,9 +34,10 @@ pub(crate) async fn connected<S: AsRawFd + AsFd + Send + Sync + 'static>(
     .await
 }
 
-/// The methods tokio's `AsyncWrite` and hyper's `rt::Write` share, name for
-/// name (for a type with a field `io: StreamSource<S>`).
-#[cfg(any(feature = "tokio", feature = "hyper"))]
+/// The write methods the three write traits share, name for name, for a
+/// type with a field `io: StreamSource<S>`: `futures_io::AsyncWrite` takes
+/// the plain form; tokio's `AsyncWrite` and hyper's `rt::Write` also name
+/// their vectored support and their shutdown alike (`with_shutdown`).
 macro_rules! write_methods {
     () => {
         fn poll_write(
@@ -55,15 +56,18 @@ macro_rules! write_methods {
             self.io.poll_write_vectored(cx, bufs)
         }
 
-        fn is_write_vectored(&self) -> bool {
-            true
-        }
-
         fn poll_flush(
             self: std::pin::Pin<&mut Self>,
             cx: &mut std::task::Context<'_>,
         ) -> std::task::Poll<std::io::Result<()>> {
             self.io.poll_flush(cx)
+        }
+    };
+    (with_shutdown) => {
+        crate::stream::write_methods!();
+
+        fn is_write_vectored(&self) -> bool {
+            true
         }
 
         fn poll_shutdown(
@@ -75,7 +79,6 @@ macro_rules! write_methods {
     };
 }
 
-#[cfg(any(feature = "tokio", feature = "hyper"))]
 pub(crate) use write_methods;
 
 /// Implements the IO traits for a stream type `$t` with a field
@@ -101,28 +104,7 @@ macro_rules! impl_stream_io {
         }
 
         impl futures_io::AsyncWrite for $t {
-            fn poll_write(
-                self: std::pin::Pin<&mut Self>,
-                cx: &mut std::task::Context<'_>,
-                buf: &[u8],
-            ) -> std::task::Poll<std::io::Result<usize>> {
-                self.io.poll_write(cx, buf)
-            }
-
-            fn poll_write_vectored(
-                self: std::pin::Pin<&mut Self>,
-                cx: &mut std::task::Context<'_>,
-                bufs: &[std::io::IoSlice<'_>],
-            ) -> std::task::Poll<std::io::Result<usize>> {
-                self.io.poll_write_vectored(cx, bufs)
-            }
-
-            fn poll_flush(
-                self: std::pin::Pin<&mut Self>,
-                cx: &mut std::task::Context<'_>,
-            ) -> std::task::Poll<std::io::Result<()>> {
-                self.io.poll_flush(cx)
-            }
+            crate::stream::write_methods!();
 
             fn poll_close(
                 self: std::pin::Pin<&mut Self>,
@@ -152,7 +134,7 @@ macro_rules! impl_stream_io {
 
         #[cfg(feature = "tokio")]
         impl tokio::io::AsyncWrite for $t {
-            crate::stream::write_methods!();
+            crate::stream::write_methods!(with_shutdown);
         }
 
         #[cfg(feature = "hyper")]
@@ -173,7 +155,7 @@ macro_rules! impl_stream_io {
 
         #[cfg(feature = "hyper")]
         impl hyper::rt::Write for $t {
-            crate::stream::write_methods!();
+            crate::stream::write_methods!(with_shutdown);
         }
     };
 }
