@@ -66,14 +66,16 @@
 //!   waking from idle cannot bank credit. [`Fairness::RoundRobin`] is the
 //!   proposal's original one-task-per-partition round robin.
 //! * **Latency**: a partition built with `.latency(d)` is switched to at the
-//!   next task boundary once runnable.
+//!   next task boundary once runnable, as long as it does not use far more
+//!   than its share.
 //! * **Tasks**: [`spawn`], [`spawn_local`], [`task::spawn_blocking`];
 //!   [`JoinHandle`] is a future of `Result<T, JoinError>`; dropping it
 //!   detaches, `abort()` cancels; a panic never takes a core down.
 //! * **Shutdown**: dropping the [`Runtime`] drops every pending task's
 //!   future before `drop` returns.
 //!
-//! See the repository's `DESIGN.md` for the full semantics.
+//! See the repository's `docs/DESIGN.md` for the model, the module layout
+//! and the protocols, and `BENCHMARKS.md` for the measured figures.
 
 #![warn(missing_docs)]
 

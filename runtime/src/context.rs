@@ -14,18 +14,18 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use crate::core::CoreLocal;
 use crate::partition::PartitionInner;
-use crate::runtime::Shared;
+use crate::reactor::Reactor;
+use crate::runtime::RuntimeInner;
 
 thread_local! {
-    pub(crate) static CORE: RefCell<Option<Rc<CoreLocal>>> = const { RefCell::new(None) };
+    pub(crate) static CORE: RefCell<Option<Rc<Reactor>>> = const { RefCell::new(None) };
     pub(crate) static BLOCKING: RefCell<Option<Arc<PartitionInner>>> = const { RefCell::new(None) };
 }
 
 /// Runs `f` with this thread's core, if it is a fairloop core thread.
 #[inline]
-pub(crate) fn with_core<R>(f: impl FnOnce(Option<&Rc<CoreLocal>>) -> R) -> R {
+pub(crate) fn with_core<R>(f: impl FnOnce(Option<&Rc<Reactor>>) -> R) -> R {
     let mut f = Some(f);
     // `try_with` fails only while the thread is being torn down; such a
     // thread behaves as a foreign one.
@@ -35,12 +35,23 @@ pub(crate) fn with_core<R>(f: impl FnOnce(Option<&Rc<CoreLocal>>) -> R) -> R {
     }
 }
 
+/// Runs `f` with this thread's core if this thread is core `core` of
+/// `runtime`; `None` on any other thread.
+#[inline]
+pub(crate) fn on_core<R>(
+    runtime: &Arc<RuntimeInner>,
+    core: usize,
+    f: impl FnOnce(&Reactor) -> R,
+) -> Option<R> {
+    with_core(|c| c.filter(|c| c.is(runtime, core)).map(|c| f(c)))
+}
+
 /// What the calling code belongs to, if it runs under a fairloop runtime.
 pub(crate) enum Here {
     /// A task (or other code) on core thread `core`, inside partition
     /// `partition` when a task is running.
     Core {
-        shared: Arc<Shared>,
+        runtime: Arc<RuntimeInner>,
         core: usize,
         partition: Option<Arc<PartitionInner>>,
         shutting_down: bool,
@@ -54,7 +65,7 @@ pub(crate) fn here() -> Option<Here> {
     let core = CORE
         .try_with(|c| {
             c.borrow().as_ref().map(|core| Here::Core {
-                shared: core.shared.clone(),
+                runtime: core.runtime.clone(),
                 core: core.index,
                 partition: core.current_partition(),
                 shutting_down: core.is_shutting_down(),

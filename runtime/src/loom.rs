@@ -2,18 +2,19 @@
 //! model-checked ones.
 //!
 //! Code whose correctness hinges on memory ordering (the park/unpark
-//! protocol in [`crate::park`], the ring's cancellation queue in
-//! [`crate::cancel`]) imports its atomics and locks from here. A normal
+//! protocol in [`crate::park`], a partition's wake routing in
+//! [`crate::partition::route`], the ring's request queue in
+//! [`crate::driver::requests`]) imports its atomics and locks from here. A normal
 //! build gets `std`; a build with `RUSTFLAGS="--cfg loom"` gets `loom`, whose
 //! `loom::model` explores every interleaving of the protocol's threads.
 
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 #[cfg(not(loom))]
 pub(crate) use std::sync::{Mutex, MutexGuard};
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 #[cfg(loom)]
 pub(crate) use loom::sync::{Mutex, MutexGuard};
 

@@ -83,11 +83,44 @@ impl ParkFlag {
     }
 }
 
+/// What a producer needs to wake one core: its park token and the
+/// `mio::Waker` (an eventfd) that ends its `epoll_wait` or, through the
+/// ring's watch on the epoll fd, its `io_uring_enter`.
+#[derive(Debug)]
+pub(crate) struct Unparker {
+    flag: ParkFlag,
+    waker: mio::Waker,
+}
+
+impl Unparker {
+    pub(crate) fn new(waker: mio::Waker) -> Self {
+        Unparker {
+            flag: ParkFlag::new(),
+            waker,
+        }
+    }
+
+    /// The core's park token (the core side of the protocol uses it).
+    pub(crate) fn flag(&self) -> &ParkFlag {
+        &self.flag
+    }
+
+    /// Wakes the core if it is parked. Call after making work visible to
+    /// it; a running core costs no syscall.
+    pub(crate) fn unpark(&self) {
+        if self.flag.should_wake() {
+            // An error here means the eventfd is gone with its Poll: the
+            // core has exited and there is nobody to wake.
+            let _ = self.waker.wake();
+        }
+    }
+}
+
 #[cfg(all(test, loom))]
 pub(crate) mod loom_tests {
     //! `RUSTFLAGS="--cfg loom" cargo test -p fairloop-runtime --lib --release loom`
     use super::ParkFlag;
-    use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use loom::sync::atomic::{AtomicUsize, Ordering};
     use loom::sync::{Arc, Condvar, Mutex};
     use loom::thread;
 
@@ -175,17 +208,19 @@ pub(crate) mod loom_tests {
 
     /// The whole foreign-wake path: a producer pushes a task onto its
     /// partition's injection queue, announces the partition once per batch
-    /// (the `notified` flag, `PartitionInner::notify_owner`) on the core's
-    /// pending queue, and wakes the core through the park token; the core
-    /// takes announcements, clears `notified` *before* draining the
-    /// injection queue (`PartitionInner::take_notification`), and parks.
-    /// Every task must reach the core, with no wakeup lost.
+    /// (the real `Route::announce`, as `PartitionInner::notify_owner` does)
+    /// on the core's pending queue, and wakes the core through the park
+    /// token; the core takes announcements (`Route::take_announcement`,
+    /// which clears the flag *before* the drain), drains the injection
+    /// queue, and parks. Every task must reach the core, with no wakeup
+    /// lost.
     #[test]
     fn batched_announcements_lose_no_task() {
+        use crate::partition::route::{Announcement, Route};
         crate::loom::model(|| {
             struct Partition {
                 injector: AtomicUsize,
-                notified: AtomicBool,
+                route: Route,
             }
             let core = Arc::new(Core {
                 flag: ParkFlag::new(),
@@ -197,7 +232,7 @@ pub(crate) mod loom_tests {
             });
             let part = Arc::new(Partition {
                 injector: AtomicUsize::new(0),
-                notified: AtomicBool::new(false),
+                route: Route::new(0),
             });
             const TASKS: usize = 2;
             let producers: Vec<_> = (0..TASKS)
@@ -205,7 +240,7 @@ pub(crate) mod loom_tests {
                     let (core, part) = (core.clone(), part.clone());
                     thread::spawn(move || {
                         part.injector.fetch_add(1, Ordering::Release);
-                        if !part.notified.swap(true, Ordering::AcqRel) {
+                        if part.route.announce().is_some() {
                             core.queue.fetch_add(1, Ordering::Release);
                             if core.flag.should_wake() {
                                 core.eventfd.wake();
@@ -218,7 +253,8 @@ pub(crate) mod loom_tests {
             let mut taken = 0;
             while taken < TASKS {
                 if core.queue.swap(0, Ordering::Acquire) > 0 {
-                    part.notified.swap(false, Ordering::AcqRel);
+                    let what = part.route.take_announcement(0);
+                    assert_eq!(what, Announcement::Drain);
                     taken += part.injector.swap(0, Ordering::Acquire);
                     continue;
                 }

@@ -15,158 +15,35 @@
 //! when nothing else is said. *Named* partitions live until the runtime
 //! ends; *anonymous* ones ([`PartitionSpec::anonymous`]) leave their core's
 //! scheduler when their last task ends.
+//!
+//! This file is the public face; inside, `inner.rs` holds a partition's
+//! shared state, `route.rs` where its wakes go (the state migration
+//! changes), `placement.rs` which core a new partition starts on, and
+//! `balance.rs` the balancer that moves partitions off busy cores.
 
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_deque::Injector;
-use fairloop_partitions::{check_shares, PartitionStats};
-use parking_lot::Mutex;
+use fairloop_partitions::check_shares;
 
-use crate::context::{self, with_core, Here};
-use crate::core::Control;
+use crate::context::{self, Here};
+use crate::error::{invalid, outside_runtime};
 use crate::metrics::PartitionMetrics;
-pub use crate::placement::Placement;
-use crate::runtime::Shared;
-use crate::task::{self, Cancelled, JoinError, JoinHandle, Task, TaskSet};
+use crate::reactor::Control;
+use crate::runtime::RuntimeInner;
+use crate::task::{Cancelled, JoinError, JoinHandle};
 
-/// `slot` value of a partition that is in no scheduler.
-pub(crate) const NOT_ATTACHED: usize = usize::MAX;
+pub(crate) mod balance;
+mod inner;
+mod placement;
+pub(crate) mod route;
 
-/// The shared state of one partition.
-pub(crate) struct PartitionInner {
-    pub(crate) id: u64,
-    pub(crate) name: Option<String>,
-    /// Leaves its core's scheduler when the last task ends.
-    pub(crate) anonymous: bool,
-    pub(crate) shares: AtomicU32,
-    pub(crate) latency: Option<Duration>,
-    pub(crate) pinned: AtomicBool,
-    /// The core whose scheduler runs this partition's tasks.
-    pub(crate) owner: AtomicUsize,
-    /// This partition's key in its owner's scheduler, or [`NOT_ATTACHED`].
-    /// Read and written only on the owner's thread.
-    pub(crate) slot: AtomicUsize,
-    /// Set between a core giving the partition up and its new owner
-    /// adopting it (see `CoreLocal::migrate`).
-    pub(crate) transit: AtomicBool,
-    /// Tasks woken or spawned from threads other than the owner's.
-    pub(crate) injector: Injector<Task>,
-    /// Whether the partition sits in its owner's `pending` queue.
-    notified: AtomicBool,
-    pub(crate) tasks: Mutex<TaskSet>,
-    pub(crate) stats: Arc<PartitionStats>,
-    pub(crate) shared: Arc<Shared>,
-}
-
-/// What a new partition is made of, after validation.
-pub(crate) struct NewPartition {
-    pub(crate) id: u64,
-    pub(crate) name: Option<String>,
-    pub(crate) anonymous: bool,
-    pub(crate) shares: u32,
-    pub(crate) latency: Option<Duration>,
-    pub(crate) pinned: bool,
-    pub(crate) core: usize,
-}
-
-impl PartitionInner {
-    pub(crate) fn new(shared: Arc<Shared>, p: NewPartition) -> Self {
-        PartitionInner {
-            id: p.id,
-            name: p.name,
-            anonymous: p.anonymous,
-            shares: AtomicU32::new(p.shares),
-            latency: p.latency,
-            pinned: AtomicBool::new(p.pinned),
-            owner: AtomicUsize::new(p.core),
-            slot: AtomicUsize::new(NOT_ATTACHED),
-            transit: AtomicBool::new(false),
-            injector: Injector::new(),
-            notified: AtomicBool::new(false),
-            tasks: Mutex::new(TaskSet::default()),
-            stats: Arc::new(PartitionStats::new()),
-            shared,
-        }
-    }
-
-    /// Announces this partition to its owner after a push onto
-    /// `injector`, once per batch: the flag stays set until the owner takes
-    /// the announcement ([`PartitionInner::take_notification`]) and drains.
-    pub(crate) fn notify_owner(self: &Arc<Self>) {
-        // AcqRel: the push above must be visible to whoever clears the flag.
-        if self.notified.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let core = &self.shared.cores[self.owner.load(Ordering::Acquire)];
-        if self.latency.is_some() {
-            core.latency_pending.store(true, Ordering::Release);
-        }
-        core.pending.push(self.clone());
-        core.unpark();
-    }
-
-    /// Owner side: clears the announcement before draining `injector`, so
-    /// that a push racing the drain announces the partition again.
-    pub(crate) fn take_notification(&self) {
-        self.notified.swap(false, Ordering::AcqRel);
-    }
-
-    /// `spawn_local` ties the partition to its core for good.
-    pub(crate) fn pin_for_local(&self) {
-        self.pinned.store(true, Ordering::Release);
-    }
-
-    pub(crate) fn owner(&self) -> usize {
-        self.owner.load(Ordering::Acquire)
-    }
-
-    /// Called when the task set becomes empty: an anonymous partition then
-    /// leaves its core's scheduler (on the owner's thread, between turns).
-    pub(crate) fn on_last_task_gone(self: &Arc<Self>) {
-        if !self.anonymous {
-            return;
-        }
-        with_core(|core| {
-            if let Some(core) = core {
-                if core.index == self.owner() && Arc::ptr_eq(&core.shared, &self.shared) {
-                    core.retire_later(self.clone());
-                }
-            }
-        });
-    }
-
-    pub(crate) fn spawn<F>(self: &Arc<Self>, future: F) -> JoinHandle<F::Output>
-    where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        task::spawn_into(self.clone(), future, false)
-    }
-
-    pub(crate) fn metrics(&self) -> PartitionMetrics {
-        let s = self.stats.snapshot();
-        PartitionMetrics {
-            id: self.id,
-            name: self.name.clone(),
-            core: self.owner(),
-            shares: self.shares.load(Ordering::Relaxed),
-            tasks: self.tasks.lock().wakers.len(),
-            queued: s.queued + self.injector.len(),
-            polls: s.polls,
-            busy: s.busy,
-            sched_delay_p50: s.sched_delay_p50,
-            sched_delay_p99: s.sched_delay_p99,
-            sched_delay_max: s.sched_delay_max,
-            long_polls: s.long_polls,
-            migrations: s.migrations,
-        }
-    }
-}
+pub(crate) use inner::{NewPartition, PartitionInner, NOT_ATTACHED};
+pub use placement::Placement;
 
 /// A handle to a partition: cheap to clone, `Send + Sync`, usable from any
 /// thread (spawning through it from outside the runtime's cores is a foreign
@@ -209,7 +86,7 @@ impl Partition {
     pub fn set_shares(&self, shares: u32) -> io::Result<()> {
         let shares = check_shares(shares).map_err(invalid)?;
         self.inner.shares.store(shares, Ordering::Relaxed);
-        self.inner.shared.apply_shares(&self.inner);
+        self.inner.runtime.apply_shares(&self.inner);
         Ok(())
     }
 
@@ -238,12 +115,14 @@ impl Partition {
     /// placed on `Core`/`Reserved` or built `pinned(true)`, or one that ran
     /// `spawn_local`).
     pub fn migrate_to(&self, core: usize) -> io::Result<()> {
-        let shared = &self.inner.shared;
-        shared.check_migration(&self.inner, core)?;
-        if shared.is_closed() {
+        let runtime = &self.inner.runtime;
+        runtime.check_migration(&self.inner, core)?;
+        if runtime.is_closed() {
             return Err(io::Error::other("migrate_to: the runtime is shutting down"));
         }
-        shared.cores[self.inner.owner()].send(Control::Migrate(self.inner.clone(), core));
+        runtime
+            .remote(self.inner.owner())
+            .send(Control::Migrate(self.inner.clone(), core));
         Ok(())
     }
 
@@ -333,8 +212,8 @@ impl PartitionBuilder {
                  (from a task or a spawn_blocking closure)",
             )
         })?;
-        let (shared, core) = here_shared(&here);
-        let inner = shared.create_partition(self, core, false)?;
+        let (runtime, core) = here_runtime(&here);
+        let inner = runtime.create_partition(self, core, false)?;
         Ok(Partition { inner })
     }
 }
@@ -423,12 +302,12 @@ where
     {
         return JoinHandle::refused(JoinError::cancelled(Cancelled::Shutdown));
     }
-    let (shared, core) = here_shared(&here);
+    let (runtime, core) = here_runtime(&here);
     let partition = match spec.0 {
         SpecKind::Existing(p) => Ok(p.inner),
-        SpecKind::Named(name) => shared.named_partition(&name, core),
-        SpecKind::Builder(b) => shared.create_partition(b, core, false),
-        SpecKind::Anonymous => shared.create_partition(PartitionBuilder::default(), core, true),
+        SpecKind::Named(name) => runtime.named_partition(&name, core),
+        SpecKind::Builder(b) => runtime.create_partition(b, core, false),
+        SpecKind::Anonymous => runtime.create_partition(PartitionBuilder::default(), core, true),
     };
     match partition {
         Ok(p) => p.spawn(future),
@@ -456,38 +335,16 @@ pub fn current() -> Partition {
 /// none, or if the caller runs under no fairloop runtime.
 pub fn get(name: &str) -> Option<Partition> {
     let here = context::here()?;
-    let (shared, _) = here_shared(&here);
-    shared
+    let (runtime, _) = here_runtime(&here);
+    runtime
         .partition_by_name(name)
         .map(|inner| Partition { inner })
 }
 
 /// The runtime and the core to use for `Placement::Local`.
-fn here_shared(here: &Here) -> (Arc<Shared>, usize) {
+fn here_runtime(here: &Here) -> (Arc<RuntimeInner>, usize) {
     match here {
-        Here::Core { shared, core, .. } => (shared.clone(), *core),
-        Here::Blocking { partition } => (partition.shared.clone(), partition.owner()),
+        Here::Core { runtime, core, .. } => (runtime.clone(), *core),
+        Here::Blocking { partition } => (partition.runtime.clone(), partition.owner()),
     }
-}
-
-#[cold]
-#[track_caller]
-pub(crate) fn outside_runtime(what: &str) -> ! {
-    panic!(
-        "{what} called outside a fairloop runtime: call it from a task (inside Runtime::block_on, \
-         Runtime::spawn, ...) or from a spawn_blocking closure"
-    )
-}
-
-#[cold]
-#[track_caller]
-pub(crate) fn outside_core(what: &str) -> ! {
-    panic!(
-        "{what} polled outside a fairloop runtime's core threads: it must be awaited by a task \
-         of a fairloop runtime (not outside a runtime, nor inside a spawn_blocking closure)"
-    )
-}
-
-pub(crate) fn invalid(msg: impl Into<String>) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidInput, msg.into())
 }

@@ -1,178 +1,321 @@
-//! The IO half of a core: its `mio::Poll`, its wakeup eventfd, its timer
-//! fd, and its completion ring ([`crate::uring`]) where the kernel allows
-//! one.
+//! One core: a thread running a fair-partition reactor.
 //!
-//! A core parks in `io_uring_enter` while operations are in flight on its
-//! ring (the ring watches the epoll fd, so readiness, the timerfd and
-//! wakeups from other threads end that wait too), and in `epoll_wait`
-//! otherwise.
+//! Every core of a runtime runs one [`Reactor`] on its own thread: the 2017
+//! proposal's reactor, made fair by CPU time. It owns the core's scheduler
+//! (`fairloop-partitions`), the partitions attached to it, its timers and
+//! its IO [`Driver`]; only its own thread touches them, so a task woken on
+//! its own core is queued with no synchronisation at all.
 //!
-//! `epoll_wait` takes its timeout in whole milliseconds, which would make
-//! every timer up to a millisecond late. So a core that parks with a timer
-//! pending arms a `timerfd` (nanosecond resolution, `CLOCK_MONOTONIC`, the
-//! clock behind `std::time::Instant`) for the earliest deadline and blocks
-//! with no timeout; the timerfd's readiness ends the wait on time.
+//! The loop (`turn.rs`):
+//!
+//! 1. *Between turns*: apply control messages, take the partitions that got
+//!    foreign work ([`Remote::pending`]) and move that work into the
+//!    scheduler, and fire due timers (also looked for after every poll,
+//!    so a due timer never waits for a busy partition's turn to end).
+//! 2. *A turn*: the scheduler picks a partition (lowest virtual runtime, or
+//!    a latency partition that just became runnable) and hands out its
+//!    tasks one poll at a time until the turn's allowance, quota or a
+//!    preemption ends it. Only the clock is read per poll (a TSC read via
+//!    `quanta`), to charge CPU time and detect long polls.
+//! 3. *Nothing runnable*: park in the driver (`epoll_wait`, or
+//!    `io_uring_enter` while stream reads and writes are in flight) until
+//!    IO, the next timer (armed on a `timerfd` for sub-millisecond
+//!    precision) or a wakeup from another thread ([`crate::park`]).
+//!
+//! The rest, a file each: `remote.rs` ([`Remote`], what other threads may
+//! touch of a core, and the [`Control`] messages they send it), `wake.rs`
+//! (where a woken task goes), `migrate.rs` (moving a partition to another
+//! core), `shutdown.rs` (how a core stops).
+//!
+//! All of a core's state lives in [`Reactor`], reachable from tasks through
+//! the thread-local [`crate::context::CORE`]. Borrows of its `RefCell`s
+//! never span a task poll or a waker call, so a task may spawn, wake and
+//! create timers freely.
 
+use std::cell::{Cell, RefCell};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::task::Waker;
-use std::time::{Duration, Instant};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
 
-use crate::io::IoDriver;
-use crate::uring::Ring;
-use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
-use rustix::time::{
-    timerfd_create, timerfd_settime, Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags,
-    Timespec,
-};
+use crossbeam_channel::{Receiver, Sender};
+use fairloop_partitions::{Nanos, PartitionKey, PartitionParams, Scheduler};
 
-/// The token of each core's `mio::Waker`.
-pub(crate) const WAKER_TOKEN: Token = Token(0);
-const TIMER_TOKEN: Token = Token(1);
+use crate::context::CORE;
+use crate::driver::readiness::Registrations;
+use crate::driver::uring::Ring;
+use crate::driver::Driver;
+use crate::partition::{PartitionInner, NOT_ATTACHED};
+use crate::runtime::RuntimeInner;
+use crate::task::Task;
+use crate::time::{Timer, TimerHeap};
 
+mod migrate;
+mod remote;
+mod shutdown;
+mod turn;
+mod wake;
+
+pub(crate) use migrate::Adoption;
+pub(crate) use remote::{Control, Remote};
+pub use turn::BUDGET;
+pub(crate) use turn::{consume_budget, NO_TURN};
+pub(crate) use wake::schedule;
+
+/// The thread-local state of one core: everything its loop owns.
 pub(crate) struct Reactor {
-    /// Declared first so it is dropped first: it watches `poll`'s fd, and
-    /// its drop waits for the kernel to give back every buffer.
-    pub(crate) ring: Option<Ring>,
-    poll: Poll,
-    events: Events,
-    timerfd: OwnedFd,
-    /// The deadline the timerfd is armed for.
-    armed: Option<Instant>,
+    pub(crate) runtime: Arc<RuntimeInner>,
+    pub(crate) index: usize,
+    sched: RefCell<Scheduler<Task>>,
+    /// The partition behind each scheduler key.
+    attached: RefCell<Vec<Option<Arc<PartitionInner>>>>,
+    /// Key of the partition whose turn is running.
+    current: Cell<usize>,
+    /// The clock at the end of the last poll: the timestamp of local wakes.
+    now: Cell<Nanos>,
+    clock: quanta::Clock,
+    epoch: quanta::Instant,
+    timers: RefCell<TimerHeap>,
+    /// When the earliest timer is due, on this core's clock: checked after
+    /// every poll, so a due timer (and the latency partition it wakes) need
+    /// not wait for the turn to end.
+    timer_due: Cell<Nanos>,
+    /// A recent reading of both clocks, to translate timer deadlines
+    /// (`std::time::Instant`) to the core's clock; re-taken periodically so
+    /// the two cannot drift apart.
+    anchor: Cell<(Instant, Nanos)>,
+    driver: RefCell<Driver>,
+    control: Receiver<Control>,
+    shutting_down: Cell<bool>,
+    /// Scratch space for batches taken from injection queues.
+    batch: crossbeam_deque::Worker<Task>,
+    /// Tasks woken during shutdown, dropped one at a time (never inside a
+    /// waker call, so destructors cannot recurse without bound).
+    graveyard: RefCell<Vec<Task>>,
+    /// Anonymous partitions whose last task ended.
+    retiring: RefCell<Vec<Arc<PartitionInner>>>,
+    /// Migrations asked of a partition still in transit to this core,
+    /// retried once it has arrived.
+    deferred: RefCell<Vec<(Arc<PartitionInner>, usize)>>,
+    load_at: Cell<Nanos>,
+    load_busy: Cell<u64>,
+    /// IO operations the running task may still perform in this poll (the
+    /// cooperative budget, [`BUDGET`] per poll).
+    budget: Cell<u32>,
+    polls_since_io: Cell<u64>,
+    last_io: Cell<Nanos>,
+}
+
+/// The body of core thread `index`: builds the core's driver and
+/// [`Reactor`], says so on `ready`, runs the loop until shutdown, then
+/// stops the core.
+pub(crate) fn run(
+    runtime: Arc<RuntimeInner>,
+    index: usize,
+    poll: mio::Poll,
+    control: Receiver<Control>,
+    cpu: Option<core_affinity::CoreId>,
+    ready: Sender<io::Result<()>>,
+) {
+    let remote = runtime.remote(index);
+    let pinned = cpu.is_some_and(core_affinity::set_for_current);
+    remote.stats.pinned.store(pinned, Ordering::Relaxed);
+    let ring = runtime
+        .config
+        .io_uring
+        .then(|| remote.ring_owner(runtime.config.stream_linger));
+    let driver = match Driver::new(poll, remote.registrations.clone(), ring) {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    remote
+        .stats
+        .io_uring
+        .store(driver.has_ring(), Ordering::Relaxed);
+    let clock = quanta::Clock::new();
+    let epoch = clock.now();
+    let core = Rc::new(Reactor {
+        sched: RefCell::new(Scheduler::new(runtime.config.sched.clone())),
+        runtime,
+        index,
+        attached: RefCell::new(Vec::new()),
+        current: Cell::new(NO_TURN),
+        now: Cell::new(0),
+        clock,
+        epoch,
+        timers: RefCell::new(TimerHeap::default()),
+        timer_due: Cell::new(Nanos::MAX),
+        anchor: Cell::new((Instant::now(), 0)),
+        driver: RefCell::new(driver),
+        control,
+        shutting_down: Cell::new(false),
+        batch: crossbeam_deque::Worker::new_fifo(),
+        graveyard: RefCell::new(Vec::new()),
+        retiring: RefCell::new(Vec::new()),
+        deferred: RefCell::new(Vec::new()),
+        load_at: Cell::new(0),
+        load_busy: Cell::new(0),
+        budget: Cell::new(BUDGET),
+        polls_since_io: Cell::new(0),
+        last_io: Cell::new(0),
+    });
+    CORE.with(|c| *c.borrow_mut() = Some(core.clone()));
+    let _ = ready.send(Ok(()));
+    drop(ready);
+    core.run_loop();
+    core.shutdown();
+    CORE.with(|c| c.borrow_mut().take());
 }
 
 impl Reactor {
-    /// A reactor around `poll`, with a ring if `ring` and the kernel allows
-    /// it.
-    pub(crate) fn new(poll: Poll, ring: bool) -> io::Result<Self> {
-        let timerfd = timerfd_create(
-            TimerfdClockId::Monotonic,
-            TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC,
-        )?;
-        poll.registry().register(
-            &mut SourceFd(&timerfd.as_raw_fd()),
-            TIMER_TOKEN,
-            Interest::READABLE,
-        )?;
-        let ring = if ring {
-            Ring::new(poll.as_raw_fd()).ok()
-        } else {
-            None
+    /// What other threads may touch of this core.
+    pub(crate) fn remote(&self) -> &Remote {
+        self.runtime.remote(self.index)
+    }
+
+    /// Whether this is core `core` of `runtime`.
+    #[inline]
+    pub(crate) fn is(&self, runtime: &Arc<RuntimeInner>, core: usize) -> bool {
+        self.index == core && Arc::ptr_eq(&self.runtime, runtime)
+    }
+
+    /// The table of sources registered with this core's epoll.
+    pub(crate) fn registrations(&self) -> &Arc<Registrations> {
+        &self.remote().registrations
+    }
+
+    /// Reads the clock and remembers it as the time of local wakes.
+    #[inline]
+    pub(super) fn tick(&self) -> Nanos {
+        let now = self.clock.now().duration_since(self.epoch).as_nanos() as Nanos;
+        self.now.set(now);
+        now
+    }
+
+    /// Registers a timer of the running task.
+    pub(crate) fn add_timer(&self, deadline: Instant, timer: Arc<Timer>) {
+        self.timers.borrow_mut().insert(deadline, timer);
+        let due = self.to_core_time(deadline);
+        if due < self.timer_due.get() {
+            self.timer_due.set(due);
+        }
+    }
+
+    pub(super) fn to_core_time(&self, t: Instant) -> Nanos {
+        let (instant, nanos) = self.anchor.get();
+        match t.checked_duration_since(instant) {
+            Some(d) => nanos.saturating_add(d.as_nanos() as Nanos),
+            None => nanos.saturating_sub(instant.duration_since(t).as_nanos() as Nanos),
+        }
+    }
+
+    /// Takes one unit of the running task's IO budget.
+    pub(crate) fn consume_budget(&self) -> bool {
+        match self.budget.get() {
+            0 => false,
+            n => {
+                self.budget.set(n - 1);
+                true
+            }
+        }
+    }
+
+    /// Runs `f` with this core's completion ring; `None` without one (or
+    /// while the driver is busy, which a task poll never sees).
+    pub(crate) fn with_ring<R>(&self, f: impl FnOnce(&mut Ring) -> R) -> Option<R> {
+        let mut driver = self.driver.try_borrow_mut().ok()?;
+        driver.ring().map(f)
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.get()
+    }
+
+    /// The partition whose task is running now, if any.
+    pub(crate) fn current_partition(&self) -> Option<Arc<PartitionInner>> {
+        match self.current.get() {
+            NO_TURN => None,
+            k => self.attached.borrow().get(k).cloned().flatten(),
+        }
+    }
+
+    /// The id of the partition whose task is running now, if any.
+    pub(crate) fn current_partition_id(&self) -> Option<u64> {
+        match self.current.get() {
+            NO_TURN => None,
+            k => self
+                .attached
+                .borrow()
+                .get(k)
+                .and_then(|p| p.as_ref().map(|p| p.id)),
+        }
+    }
+
+    /// The scheduler key of a partition this core owns, attaching it on
+    /// first use; `None` while it is in transit to this core.
+    pub(super) fn key_of(&self, p: &Arc<PartitionInner>) -> Option<PartitionKey> {
+        let slot = p.slot.load(Ordering::Relaxed);
+        if slot != NOT_ATTACHED {
+            return Some(PartitionKey::from_index(slot));
+        }
+        if p.route.in_transit() {
+            return None;
+        }
+        let params = PartitionParams {
+            shares: p.shares.load(Ordering::Relaxed),
+            latency: p.latency,
         };
-        Ok(Reactor {
-            ring,
-            poll,
-            events: Events::with_capacity(256),
-            timerfd,
-            armed: None,
-        })
+        let key = self
+            .sched
+            .borrow_mut()
+            .add_partition(params, p.stats.clone());
+        self.attach(p, key);
+        Some(key)
     }
 
-    /// Blocks until a wakeup, IO readiness, or `deadline` if there is one;
-    /// returns the wakers of the tasks whose sockets became ready.
-    pub(crate) fn park(&mut self, deadline: Option<Instant>, io: &IoDriver) -> Vec<Waker> {
-        if let Err(e) = self.arm(deadline) {
-            // Without the timerfd, fall back to epoll's own (millisecond)
-            // timeout rather than sleeping past the deadline.
-            let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            debug_assert!(false, "timerfd_settime failed: {e}");
-            return self.wait(timeout, io);
+    /// Records that scheduler key `key` is partition `p`.
+    pub(super) fn attach(&self, p: &Arc<PartitionInner>, key: PartitionKey) {
+        p.slot.store(key.index(), Ordering::Relaxed);
+        let mut attached = self.attached.borrow_mut();
+        if attached.len() <= key.index() {
+            attached.resize(key.index() + 1, None);
         }
-        if let Some(ring) = self.ring.as_mut().filter(|r| r.is_active()) {
-            let mut ready = Vec::new();
-            if ring.wait(&mut ready) {
-                ready.extend(self.harvest(io));
-            }
-            return ready;
-        }
-        self.wait(None, io)
+        attached[key.index()] = Some(p.clone());
+        drop(attached);
+        self.publish_partition_count();
     }
 
-    /// Whether the core has IO to look at between turns: registered
-    /// sockets, or operations on its ring.
-    pub(crate) fn has_io(&self, io: &IoDriver) -> bool {
-        !io.is_empty() || self.ring.as_ref().is_some_and(Ring::is_active)
+    /// Forgets partition `p`, which left the scheduler.
+    pub(super) fn detach(&self, p: &PartitionInner, slot: usize) {
+        p.slot.store(NOT_ATTACHED, Ordering::Relaxed);
+        self.attached.borrow_mut()[slot] = None;
+        self.publish_partition_count();
     }
 
-    /// Ring entries waiting to be handed to the kernel.
-    pub(crate) fn unsubmitted(&self) -> usize {
-        self.ring.as_ref().map_or(0, Ring::unsubmitted)
+    fn publish_partition_count(&self) {
+        let count = self.sched.borrow().partitions();
+        self.remote()
+            .stats
+            .partitions
+            .store(count as u64, Ordering::Relaxed);
     }
 
-    /// Submits queued ring entries and harvests completions and IO
-    /// readiness, without blocking.
-    pub(crate) fn poll_now(&mut self, io: &IoDriver) -> Vec<Waker> {
-        match self.ring.as_mut() {
-            Some(ring) => {
-                let mut ready = Vec::new();
-                if ring.poll_now(&mut ready) {
-                    ready.extend(self.harvest(io));
-                }
-                ready
-            }
-            None => self.wait(Some(Duration::ZERO), io),
-        }
+    /// An anonymous partition's last task ended: detach it between turns.
+    pub(crate) fn retire_later(&self, p: Arc<PartitionInner>) {
+        self.retiring.borrow_mut().push(p);
     }
 
-    /// Epoll readiness, after the ring said the epoll fd signalled.
-    fn harvest(&mut self, io: &IoDriver) -> Vec<Waker> {
-        let mut ready = Vec::new();
-        loop {
-            let more = self.wait(Some(Duration::ZERO), io);
-            ready.extend(more);
-            // A full batch may have left events behind; they raise no new
-            // signal on the ring, so look again.
-            if self.events.iter().count() < self.events.capacity() {
-                return ready;
-            }
+    pub(crate) fn apply_shares(&self, p: &PartitionInner) {
+        let slot = p.slot.load(Ordering::Relaxed);
+        if p.owner() == self.index && slot != NOT_ATTACHED {
+            self.sched.borrow_mut().set_shares(
+                PartitionKey::from_index(slot),
+                p.shares.load(Ordering::Relaxed),
+            );
         }
-    }
-
-    fn wait(&mut self, timeout: Option<Duration>, io: &IoDriver) -> Vec<Waker> {
-        let mut ready = Vec::new();
-        match self.poll.poll(&mut self.events, timeout) {
-            Ok(()) => {}
-            // A signal, or a transient failure: the core looks at its queues
-            // and parks again.
-            Err(_) => return ready,
-        }
-        for event in self.events.iter() {
-            if event.token() == TIMER_TOKEN {
-                // Consume the expiration count so the fd can signal again.
-                let mut buf = [0u8; 8];
-                let _ = rustix::io::read(&self.timerfd, &mut buf);
-                self.armed = None;
-            }
-        }
-        io.dispatch(self.events.iter(), &mut ready);
-        ready
-    }
-
-    fn arm(&mut self, deadline: Option<Instant>) -> io::Result<()> {
-        if deadline == self.armed {
-            return Ok(());
-        }
-        let value = match deadline {
-            // A zero it_value disarms the timer, so an already-due deadline
-            // becomes one nanosecond.
-            Some(d) => d
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_nanos(1)),
-            None => Duration::ZERO,
-        };
-        let spec = Itimerspec {
-            it_interval: Timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            },
-            it_value: Timespec {
-                tv_sec: value.as_secs() as _,
-                tv_nsec: value.subsec_nanos() as _,
-            },
-        };
-        timerfd_settime(&self.timerfd, TimerfdTimerFlags::empty(), &spec)?;
-        self.armed = deadline;
-        Ok(())
     }
 }

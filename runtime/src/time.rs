@@ -1,12 +1,14 @@
 //! Timers: [`sleep`], [`sleep_until`], [`timeout`], [`interval`].
 //!
-//! Each core keeps its own timers (see the crate's `timer` module). A timer
+//! Each core keeps its own timers (a heap, in `time/heap.rs`). A timer
 //! belongs to the task that awaits it, and so to that task's partition:
 //! when it fires, the task is woken in its own partition. On an idle core a
 //! timer fires within a few microseconds of its deadline (a `timerfd`, not
-//! epoll's millisecond timeout, ends the wait); on a busy core it fires at
-//! the next turn boundary, at most one scheduling turn (`task_quota`, 500 µs
-//! by default, plus the poll in progress) late.
+//! epoll's millisecond timeout, ends the wait); on a busy core the core
+//! looks at the earliest deadline after every task poll, so a due timer
+//! fires once the poll in progress returns, and its task runs when its
+//! partition's turn comes (a latency partition's at the next task
+//! boundary).
 //!
 //! The futures here must be polled by a task of a fairloop runtime; polling
 //! one elsewhere panics with a message that says so.
@@ -21,7 +23,11 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use crate::context::with_core;
-use crate::timer::TimerShared;
+use crate::error::outside_core;
+
+mod heap;
+
+pub(crate) use heap::{Timer, TimerHeap};
 
 /// Waits until `duration` has passed.
 pub fn sleep(duration: Duration) -> Sleep {
@@ -48,7 +54,7 @@ fn far_future() -> Instant {
 #[must_use = "futures do nothing unless awaited"]
 pub struct Sleep {
     deadline: Instant,
-    timer: Option<Arc<TimerShared>>,
+    timer: Option<Arc<Timer>>,
 }
 
 impl Sleep {
@@ -105,12 +111,12 @@ impl Future for Sleep {
         if Instant::now() >= self.deadline {
             return Poll::Ready(());
         }
-        let timer = Arc::new(TimerShared::default());
+        let timer = Arc::new(Timer::default());
         timer.waker.register(cx.waker());
         let deadline = self.deadline;
         with_core(|core| match core {
             Some(core) => core.add_timer(deadline, timer.clone()),
-            None => crate::partition::outside_core("fairloop::time::Sleep"),
+            None => outside_core("fairloop::time::Sleep"),
         });
         self.timer = Some(timer);
         Poll::Pending

@@ -12,9 +12,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use super::{spawn_into, Cancelled, JoinError, JoinHandle};
 use crate::context::{with_core, BlockingGuard, BLOCKING};
-use crate::partition::{outside_runtime, PartitionInner};
-use crate::task::{self, Cancelled, JoinError, JoinHandle};
+use crate::error::outside_runtime;
+use crate::partition::PartitionInner;
 
 /// Where new work of the caller goes.
 enum Target {
@@ -35,7 +36,7 @@ fn target(allow_blocking: bool) -> Target {
                 Some(p) => Target::Partition(p),
                 // Code on a core thread between task polls (a destructor, a
                 // waker) belongs to the core's root partition.
-                None => match core.shared.root(core.index) {
+                None => match core.runtime.root(core.index) {
                     Some(p) => Target::Partition(p),
                     None => Target::Closed,
                 },
@@ -64,7 +65,7 @@ where
     F::Output: Send + 'static,
 {
     match target(true) {
-        Target::Partition(p) => task::spawn_into(p, future, false),
+        Target::Partition(p) => spawn_into(p, future, false),
         Target::Closed => JoinHandle::refused(JoinError::cancelled(Cancelled::Shutdown)),
         Target::Outside => outside_runtime("fairloop::spawn"),
     }
@@ -86,7 +87,7 @@ where
     match target(false) {
         // The caller runs a task of `p` on this thread, so this thread owns
         // `p`: the contract `spawn_into` needs for a local task.
-        Target::Partition(p) => task::spawn_into(p, future, true),
+        Target::Partition(p) => spawn_into(p, future, true),
         Target::Closed => JoinHandle::refused(JoinError::cancelled(Cancelled::Shutdown)),
         Target::Outside => outside_runtime("fairloop::spawn_local"),
     }

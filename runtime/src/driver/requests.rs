@@ -1,16 +1,59 @@
-//! Requests for a core's completion ring from other threads: mostly
-//! cancellations.
+//! How other threads reach a core's driver: the [`Door`].
 //!
-//! A ring is touched only by its core's thread ([`crate::uring`]), but a
+//! A ring is touched only by its core's thread ([`super::uring`]), but a
 //! stream can be dropped anywhere: on another core, on a blocking thread,
 //! after its task moved. Such a drop records what it needs (an operation
-//! to cancel, a timeout to arm) here
-//! and unparks the core ([`crate::park`]); the core takes the requests
-//! between turns and looks once more after it has announced that it is
-//! about to park, so a request is never left waiting while the core
-//! sleeps (the `loom` model below checks exactly that).
+//! to cancel, a timeout to arm) in the core's [`RequestQueue`] and unparks
+//! the core ([`crate::park`]); the core takes the requests between turns
+//! and looks once more after it has announced that it is about to park, so
+//! a request is never left waiting while the core sleeps (the `loom` model
+//! below checks exactly that).
+//!
+//! Every ring operation holds an `Arc` of its core's door, so whoever has
+//! the operation can ask that core for something without knowing the
+//! runtime above it.
 
+use super::uring::RingRequest;
 use crate::loom::{AtomicBool, Mutex, Ordering};
+use crate::park::Unparker;
+
+/// A core's door: the requests other threads have for its ring, and the
+/// means to wake it.
+pub(crate) struct Door {
+    requests: RequestQueue<RingRequest>,
+    unparker: Unparker,
+}
+
+impl Door {
+    pub(crate) fn new(unparker: Unparker) -> Self {
+        Door {
+            requests: RequestQueue::new(),
+            unparker,
+        }
+    }
+
+    /// Asks the core for something on its ring (cancel an operation, call
+    /// a target), from a thread that cannot touch the ring.
+    pub(crate) fn request(&self, request: RingRequest) {
+        self.requests.push(request);
+        self.unparker.unpark();
+    }
+
+    /// Whether ring requests wait (the core checks before it parks).
+    pub(crate) fn has_requests(&self) -> bool {
+        self.requests.is_pending()
+    }
+
+    /// The ring requests made since the last call.
+    pub(crate) fn take_requests(&self) -> Vec<RingRequest> {
+        self.requests.take()
+    }
+
+    /// How producers wake the core.
+    pub(crate) fn unparker(&self) -> &Unparker {
+        &self.unparker
+    }
+}
 
 /// Requests (cancellations, calls) other threads have for a core's ring.
 pub(crate) struct RequestQueue<T> {
@@ -73,8 +116,8 @@ mod loom_tests {
     use loom::thread;
 
     /// Two threads drop streams (each asks for a cancellation and unparks
-    /// the core as `CoreShared::request_cancel` does) while the core takes
-    /// requests between turns and parks the way `CoreLocal::park` does
+    /// the core as `Door::request` does) while the core takes requests
+    /// between turns and parks the way `Reactor::park` does
     /// (prepare, look at the queue once more, block). Every request must
     /// reach the core; a lost one would leave it blocked, which loom
     /// reports as a deadlock.

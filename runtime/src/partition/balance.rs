@@ -33,9 +33,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use crate::core::Control;
-use crate::partition::PartitionInner;
-use crate::runtime::Shared;
+use super::PartitionInner;
+use crate::reactor::Control;
+use crate::runtime::RuntimeInner;
 
 /// A move needs `gap >= weight + MARGIN`.
 const MARGIN: f64 = 0.5;
@@ -53,7 +53,7 @@ const SETTLE: Duration = Duration::from_millis(150);
 /// Starts the balancer thread; it stops when `stop` is disconnected or the
 /// runtime is gone.
 pub(crate) fn spawn(
-    shared: Weak<Shared>,
+    runtime: Weak<RuntimeInner>,
     every: Duration,
     stop: Receiver<()>,
 ) -> std::io::Result<thread::JoinHandle<()>> {
@@ -63,21 +63,21 @@ pub(crate) fn spawn(
             let mut balancer = Balancer::default();
             // A baseline, so that the first look already sees an interval's
             // worth of CPU time.
-            if let Some(shared) = shared.upgrade() {
-                balancer.record_busy(&shared.partitions());
+            if let Some(runtime) = runtime.upgrade() {
+                balancer.record_busy(&runtime.partitions());
             }
             loop {
                 match stop.recv_timeout(every) {
                     Err(RecvTimeoutError::Timeout) => {}
                     _ => return,
                 }
-                let Some(shared) = shared.upgrade() else {
+                let Some(runtime) = runtime.upgrade() else {
                     return;
                 };
-                if shared.is_closed() {
+                if runtime.is_closed() {
                     return;
                 }
-                balancer.look(&shared, every);
+                balancer.look(&runtime, every);
             }
         })
 }
@@ -117,9 +117,9 @@ impl Balancer {
         deltas
     }
 
-    fn look(&mut self, shared: &Arc<Shared>, every: Duration) {
+    fn look(&mut self, runtime: &Arc<RuntimeInner>, every: Duration) {
         self.looks += 1;
-        let partitions = shared.partitions();
+        let partitions = runtime.partitions();
         let deltas = self.record_busy(&partitions);
         if self.settle_until.is_some_and(|t| Instant::now() < t) {
             return;
@@ -127,10 +127,8 @@ impl Balancer {
         self.moved_at
             .retain(|_, at| self.looks.saturating_sub(*at) <= COOLDOWN);
 
-        let demand = |c: usize| shared.cores[c].demand();
-        let unreserved: Vec<usize> = (0..shared.config.cores)
-            .filter(|&c| !shared.config.is_reserved(c))
-            .collect();
+        let demand = |c: usize| runtime.remote(c).demand();
+        let unreserved: Vec<usize> = runtime.config.unreserved_cores().collect();
         let Some(&busiest) = unreserved
             .iter()
             .max_by(|&&a, &&b| demand(a).total_cmp(&demand(b)).then(b.cmp(&a)))
@@ -152,7 +150,7 @@ impl Balancer {
 
         let on_busiest: Vec<_> = partitions
             .iter()
-            .filter(|p| p.owner() == busiest && !p.transit.load(Ordering::Acquire))
+            .filter(|p| p.owner() == busiest && !p.route.in_transit())
             .collect();
         let core_busy: f64 = on_busiest.iter().map(|p| deltas[&p.id].as_secs_f64()).sum();
         if core_busy <= 0.0 {
@@ -187,10 +185,12 @@ impl Balancer {
         }
         self.streak = 0;
         self.pair = None;
-        if shared.check_migration(&best.partition, idlest).is_ok() {
+        if runtime.check_migration(&best.partition, idlest).is_ok() {
             self.moved_at.insert(best.partition.id, self.looks);
             self.settle_until = Some(Instant::now() + SETTLE.max(every * 2));
-            shared.cores[busiest].send(Control::Migrate(best.partition, idlest));
+            runtime
+                .remote(busiest)
+                .send(Control::Migrate(best.partition, idlest));
         }
     }
 }

@@ -1,12 +1,16 @@
 //! A core's timers: a binary heap of deadlines with lazy cancellation.
 //!
+//! The heap belongs to one core's [`Reactor`](crate::reactor::Reactor),
+//! which fires the due timers between polls and arms the driver's timerfd
+//! for the earliest deadline when it parks.
+//!
 //! A [`Sleep`](crate::time::Sleep) registers on the core that first polls
 //! it and wakes its task through the task's waker, so the wake lands in the
 //! task's own partition wherever that partition runs. Cancelling (dropping
 //! a pending `Sleep`) is O(1): it sets a flag, and the heap discards the
 //! entry when it reaches the top, or in a sweep once the heap has doubled
-//! since the last one (so cancelled long timeouts cannot pile up). Expired
-//! timers fire in one batch per reactor turn.
+//! since the last one (so cancelled long timeouts cannot pile up). Due
+//! timers fire in one batch, looked for after every poll and between turns.
 
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::BinaryHeap;
@@ -17,9 +21,9 @@ use std::time::Instant;
 
 use atomic_waker::AtomicWaker;
 
-/// The state one timer shares between its `Sleep` and its core.
+/// One registered timer: the state its `Sleep` shares with the heap.
 #[derive(Default)]
-pub(crate) struct TimerShared {
+pub(crate) struct Timer {
     pub(crate) waker: AtomicWaker,
     pub(crate) fired: AtomicBool,
     pub(crate) cancelled: AtomicBool,
@@ -28,7 +32,7 @@ pub(crate) struct TimerShared {
 struct Entry {
     deadline: Instant,
     seq: u64,
-    timer: Arc<TimerShared>,
+    timer: Arc<Timer>,
 }
 
 impl PartialEq for Entry {
@@ -53,15 +57,16 @@ impl Ord for Entry {
     }
 }
 
+/// The timers registered on one core, earliest first.
 #[derive(Default)]
-pub(crate) struct Timers {
+pub(crate) struct TimerHeap {
     heap: BinaryHeap<Entry>,
     seq: u64,
     sweep_at: usize,
 }
 
-impl Timers {
-    pub(crate) fn insert(&mut self, deadline: Instant, timer: Arc<TimerShared>) {
+impl TimerHeap {
+    pub(crate) fn insert(&mut self, deadline: Instant, timer: Arc<Timer>) {
         if self.heap.len() >= self.sweep_at {
             self.heap
                 .retain(|e| !e.timer.cancelled.load(Ordering::Relaxed));

@@ -5,30 +5,35 @@
 //!
 //! 1. the owner takes the partition out of its scheduler with its queued
 //!    tasks and its fairness lag ([`DetachedPartition`]), marks it *in
-//!    transit*, makes the target its owner, and sends it over the target's
-//!    `crossbeam-channel` (which wakes the target's `mio::Waker` if it is
-//!    parked);
+//!    transit* and makes the target its owner ([`Route::begin_transit`]),
+//!    and sends it over the target's `crossbeam-channel` (which wakes the
+//!    target's `mio::Waker` if it is parked);
 //! 2. from the owner switch on, every wake goes to the target: a wake on
 //!    the old core's thread (a timer firing there) is a foreign wake now. The
 //!    target does not attach a partition in transit: it leaves the tasks in
 //!    the partition's injection queue;
 //! 3. the target *adopts* the partition: inserts it with its tasks (its
 //!    vruntime re-based on the target's scale, debt kept, credit not), ends
-//!    the transit, and drains the injection queue.
+//!    the transit ([`Route::end_transit`]), and drains the injection queue.
 //!
 //! A wake that read the old owner before the switch announces the partition
 //! to the old core, which passes the announcement on. So every wake reaches
 //! the core that owns the partition once the move is done, none is lost,
 //! and no task is queued on two cores: `async-task` schedules a task at
 //! most once until it runs. The loom models below check the protocol
-//! against a racing foreign wake and against shutdown.
+//! against a racing foreign wake and against shutdown, running the real
+//! [`Route`] transitions.
+//!
+//! [`Route`]: crate::partition::route::Route
+//! [`Route::begin_transit`]: crate::partition::route::Route::begin_transit
+//! [`Route::end_transit`]: crate::partition::route::Route::end_transit
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use fairloop_partitions::{DetachedPartition, PartitionKey};
 
-use super::{Control, CoreLocal};
+use super::{Control, Reactor};
 use crate::partition::{PartitionInner, NOT_ATTACHED};
 use crate::task::Task;
 
@@ -39,7 +44,7 @@ pub(crate) struct Adoption {
     detached: Option<DetachedPartition<Task>>,
 }
 
-impl CoreLocal {
+impl Reactor {
     /// Gives partition `p` to core `to`: takes it out of this scheduler with
     /// its queued tasks, makes `to` its owner (so wakes from now on go
     /// there), and sends it over. Between the two, the partition is *in
@@ -47,15 +52,15 @@ impl CoreLocal {
     /// queue and drains them on adoption, so none is lost and no task runs
     /// on two cores.
     pub(super) fn migrate(&self, p: Arc<PartitionInner>, to: usize) {
-        if self.shutting_down.get() || self.shared.is_closed() {
+        if self.shutting_down.get() || self.runtime.is_closed() {
             return;
         }
         if p.owner() != self.index {
             // It moved since the request was sent: ask its owner now.
-            self.shared.cores[p.owner()].send(Control::Migrate(p, to));
+            self.runtime.remote(p.owner()).send(Control::Migrate(p, to));
             return;
         }
-        if p.transit.load(Ordering::Acquire) {
+        if p.route.in_transit() {
             // On its way here: move it on once it has arrived.
             self.deferred.borrow_mut().push((p, to));
             return;
@@ -75,23 +80,23 @@ impl CoreLocal {
             self.detach(&p, slot);
             detached
         };
-        p.transit.store(true, Ordering::Release);
-        p.owner.store(to, Ordering::Release);
+        p.route.begin_transit(to);
         let adoption = Box::new(Adoption {
             partition: p,
             detached,
         });
         // The target may have exited (the runtime is shutting down): then
         // keep the partition; this core's own shutdown drops its tasks.
-        if let Err(Control::Adopt(adoption)) =
-            self.shared.cores[to].send_adoption(Control::Adopt(adoption))
+        if let Err(Control::Adopt(adoption)) = self
+            .runtime
+            .remote(to)
+            .send_adoption(Control::Adopt(adoption))
         {
             let Adoption {
                 partition,
                 detached,
             } = *adoption;
-            partition.owner.store(self.index, Ordering::Release);
-            partition.transit.store(false, Ordering::Release);
+            partition.route.cancel_transit(self.index);
             if let Some(d) = detached {
                 let key = self.sched.borrow_mut().insert_detached(d, self.now.get());
                 self.attach(&partition, key);
@@ -109,7 +114,7 @@ impl CoreLocal {
             if let Some(d) = detached {
                 self.graveyard.borrow_mut().extend(d.into_tasks());
             }
-            p.transit.store(false, Ordering::Release);
+            p.route.end_transit();
             self.take_injected(&p);
             return;
         }
@@ -123,7 +128,7 @@ impl CoreLocal {
             self.attach(&p, key);
         }
         p.stats.add_migration();
-        p.transit.store(false, Ordering::Release);
+        p.route.end_transit();
         // Wakes that arrived while in transit.
         self.take_injected(&p);
     }
@@ -131,13 +136,15 @@ impl CoreLocal {
 
 #[cfg(all(test, loom))]
 mod loom_tests {
-    //! Models of the migration protocol: the partition's routing state
-    //! (`owner`, `transit`, the `notified` announcement flag and the
-    //! injection queue) with two cores and a foreign thread, each step as
-    //! `CoreLocal::{migrate, adopt, drain_pending}` and
-    //! `PartitionInner::notify_owner` take it. A core that has nothing to do
-    //! blocks on its mailbox (its control channel and pending queue, with
-    //! the `mio::Waker` as a condvar) instead of spinning.
+    //! Models of the migration protocol with two cores and a foreign
+    //! thread. The partition's routing state is the real [`Route`], driven
+    //! through the same transitions `Reactor::{migrate, adopt,
+    //! drain_pending}` and `PartitionInner::notify_owner` make; what loom
+    //! cannot run (the scheduler, crossbeam's queues and channel, async-task)
+    //! is stood in for: the injection queue by a locked deque, a core's
+    //! control channel and pending queue by a mailbox, the `mio::Waker` by a
+    //! condvar, async-task's SCHEDULED bit by a flag per task. A core that
+    //! has nothing to do blocks on its mailbox instead of spinning.
     //! `RUSTFLAGS="--cfg loom" cargo test -p fairloop-runtime --lib --release loom`
     use std::collections::VecDeque;
 
@@ -145,12 +152,14 @@ mod loom_tests {
     use loom::sync::{Arc, Condvar, Mutex};
     use loom::thread;
 
+    use crate::partition::route::{Announcement, Route};
+
     const A: usize = 0;
     const B: usize = 1;
 
     #[derive(Default)]
     struct Mailbox {
-        /// Announcements of the partition (`CoreShared::pending`).
+        /// Announcements of the partition (`Remote::pending`).
         announced: usize,
         /// An adoption in the control channel.
         adoption: Option<Vec<u32>>,
@@ -166,9 +175,7 @@ mod loom_tests {
     }
 
     struct World {
-        owner: AtomicUsize,
-        transit: AtomicBool,
-        notified: AtomicBool,
+        route: Route,
         injector: Mutex<VecDeque<u32>>,
         cores: [Core; 2],
         /// Per task: async-task's SCHEDULED bit (set while a Runnable exists).
@@ -185,9 +192,7 @@ mod loom_tests {
                 wake: Condvar::new(),
             };
             World {
-                owner: AtomicUsize::new(A),
-                transit: AtomicBool::new(false),
-                notified: AtomicBool::new(false),
+                route: Route::new(A),
                 injector: Mutex::new(VecDeque::new()),
                 cores: [core(), core()],
                 // Task 0 sits in A's run queue; task 1 waits for a wake.
@@ -226,8 +231,7 @@ mod loom_tests {
         }
 
         fn notify_owner(&self) {
-            if !self.notified.swap(true, Ordering::AcqRel) {
-                let owner = self.owner.load(Ordering::Acquire);
+            if let Some(owner) = self.route.announce() {
                 self.poke(owner, |m| m.announced += 1);
             }
         }
@@ -236,31 +240,28 @@ mod loom_tests {
             self.injector.lock().unwrap().drain(..).collect()
         }
 
-        /// `CoreLocal::drain_pending`, given the announcements that arrived.
+        /// `Reactor::drain_pending`, given the announcements that arrived.
         fn drain_pending(&self, core: usize, announced: usize) -> Vec<u32> {
             if announced == 0 {
                 return Vec::new();
             }
-            self.notified.swap(false, Ordering::AcqRel);
-            if self.owner.load(Ordering::Acquire) != core {
-                self.notify_owner();
-                Vec::new()
-            } else if !self.transit.load(Ordering::Acquire) {
-                self.take_injected()
-            } else {
-                Vec::new()
+            match self.route.take_announcement(core) {
+                Announcement::Drain => self.take_injected(),
+                Announcement::PassOn => {
+                    self.notify_owner();
+                    Vec::new()
+                }
+                Announcement::InTransit => Vec::new(),
             }
         }
 
-        /// `CoreLocal::migrate` on A (task 0 queued there). Returns the
+        /// `Reactor::migrate` on A (task 0 queued there). Returns the
         /// tasks A keeps because B has exited.
         fn migrate(&self) -> Vec<u32> {
-            self.transit.store(true, Ordering::Release);
-            self.owner.store(B, Ordering::Release);
+            self.route.begin_transit(B);
             let mut m = self.cores[B].mailbox.lock().unwrap();
             if m.closed {
-                self.owner.store(A, Ordering::Release);
-                self.transit.store(false, Ordering::Release);
+                self.route.cancel_transit(A);
                 return vec![0];
             }
             m.adoption = Some(vec![0]);
@@ -269,9 +270,9 @@ mod loom_tests {
             Vec::new()
         }
 
-        /// `CoreLocal::adopt` on B.
+        /// `Reactor::adopt` on B.
         fn adopt(&self, mut tasks: Vec<u32>) -> Vec<u32> {
-            self.transit.store(false, Ordering::Release);
+            self.route.end_transit();
             tasks.extend(self.take_injected());
             tasks
         }
@@ -368,7 +369,7 @@ mod loom_tests {
             let b = {
                 let w = w.clone();
                 thread::spawn(move || {
-                    // B's shutdown loop (`CoreLocal::shutdown`).
+                    // B's shutdown loop (`Reactor::shutdown`).
                     let mut first = true;
                     loop {
                         let (announced, adoption) = if first {
@@ -378,15 +379,15 @@ mod loom_tests {
                             w.wait(B)
                         };
                         // An adoption during shutdown ends the transit and
-                        // sends its tasks to the graveyard (`CoreLocal::adopt`).
+                        // sends its tasks to the graveyard (`Reactor::adopt`).
                         let mut dead = adoption.map(|t| w.adopt(t)).unwrap_or_default();
                         dead.extend(w.drain_pending(B, announced));
                         let mut m = w.cores[B].mailbox.lock().unwrap();
                         if let Some(t) = m.adoption.take() {
                             dead.extend(w.adopt(t));
                         }
-                        let owns = w.owner.load(Ordering::Acquire) == B;
-                        if owns && !w.transit.load(Ordering::Acquire) {
+                        let owns = w.route.owner() == B;
+                        if owns && !w.route.in_transit() {
                             dead.extend(w.take_injected());
                             // Wake the task set: a parked task 1 is ended
                             // here; a scheduled one arrives by a queue.
@@ -412,7 +413,7 @@ mod loom_tests {
             // A: migrates, then runs its own shutdown loop for the
             // partitions it still owns.
             let mut dead = w.migrate();
-            if w.owner.load(Ordering::Acquire) == A {
+            if w.route.owner() == A {
                 dead.extend(w.take_injected());
                 if !w.scheduled[1].swap(true, Ordering::AcqRel) {
                     dead.push(1);

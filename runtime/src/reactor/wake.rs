@@ -10,8 +10,9 @@
 //! * from any other thread (another core, a `spawn_blocking` thread, a plain
 //!   `std::thread`), it goes onto the partition's lock-free injection queue,
 //!   and the partition is announced to its owner once per batch
-//!   ([`PartitionInner::notify_owner`]); the owner's `mio::Waker` is written
-//!   only if the owner is parked ([`crate::park`]).
+//!   (`PartitionInner::notify_owner`, [`crate::partition::route`]); the
+//!   owner's `mio::Waker` is written only if the owner is parked
+//!   ([`crate::park`]).
 //!
 //! A wake is never lost and never runs a task twice at once: `async-task`
 //! guarantees that a task is scheduled at most once until it runs, and the
@@ -21,6 +22,7 @@
 
 use std::sync::Arc;
 
+use super::Reactor;
 use crate::context::with_core;
 use crate::task::Task;
 
@@ -42,4 +44,27 @@ fn inject(task: Task) {
     let partition = Arc::clone(&task.metadata().partition);
     partition.injector.push(task);
     partition.notify_owner();
+}
+
+impl Reactor {
+    /// The local path of [`schedule`]: takes `task` if its partition
+    /// belongs to this core, else gives it back.
+    #[inline]
+    pub(crate) fn schedule_local(&self, task: Task) -> Result<(), Task> {
+        let p = &task.metadata().partition;
+        if !self.is(&p.runtime, p.owner()) {
+            return Err(task);
+        }
+        if self.shutting_down.get() {
+            self.graveyard.borrow_mut().push(task);
+            return Ok(());
+        }
+        let Some(key) = self.key_of(p) else {
+            // In transit to this core: the adoption drains the injection
+            // queue, so the foreign path is the safe one.
+            return Err(task);
+        };
+        self.sched.borrow_mut().push(key, task, self.now.get());
+        Ok(())
+    }
 }

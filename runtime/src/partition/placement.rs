@@ -10,8 +10,8 @@
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::partition::invalid;
-use crate::runtime::{Config, Shared};
+use crate::error::invalid;
+use crate::runtime::{Config, RuntimeInner};
 
 /// Where a new partition is placed.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
@@ -64,7 +64,7 @@ impl Config {
     }
 }
 
-impl Shared {
+impl RuntimeInner {
     /// The core a validated placement resolves to.
     pub(crate) fn place(&self, placement: &Placement, local_core: usize) -> usize {
         match placement {
@@ -96,7 +96,7 @@ impl Shared {
 
     fn least_loaded(&self) -> usize {
         let mut best: Option<(f64, u64, usize)> = None;
-        for c in self.cores.iter().filter(|c| c.reserved_for.is_none()) {
+        for c in self.config.unreserved_cores().map(|i| self.remote(i)) {
             let score = c.load() + c.stats.queued.load(Ordering::Relaxed) as f64 / 1000.0;
             let parts = c.stats.partitions.load(Ordering::Relaxed);
             let better = match best {

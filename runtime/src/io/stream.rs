@@ -1,14 +1,17 @@
 //! Byte-stream sockets (TCP, Unix): reads and writes through the core's
 //! completion ring, with readiness IO as the fallback.
 //!
-//! A [`StreamSource`] reads and writes through the ring ([`crate::uring`])
-//! of the core whose task calls it, when that core has one:
+//! A [`StreamSource`] reads and writes through the ring of the core whose
+//! task calls it (`driver/uring.rs`), when that core has one:
 //!
-//! * **Reads.** A read that finds no received bytes submits a `recv` into
-//!   the stream's own buffer (as large as the caller's, at most
-//!   [`MAX_RECV`]) and waits; the completion wakes the task, in its own
-//!   partition, and the read copies the bytes out. Bytes the caller had no
-//!   room for wait in that buffer for the next read.
+//! * **Reads.** A read that finds no received bytes submits a `recv` and
+//!   waits. The `recv` names the ring's buffer pool (the kernel picks a
+//!   16 KiB buffer only when bytes arrive, so an idle stream holds none);
+//!   where there is no pool, or it ran dry, the `recv` goes into the
+//!   stream's own buffer (as large as the caller's, at most [`MAX_RECV`]).
+//!   The completion copies what arrived into the stream and wakes the task,
+//!   in its own partition; the read copies the bytes out. Bytes the caller
+//!   had no room for wait in the stream for the next read.
 //! * **Writes** copy the bytes into the stream's send buffer, submit a
 //!   `send`, and return at once; while one is in flight, further writes
 //!   gather behind it (up to [`MAX_SEND`] bytes, then a write waits) and go
@@ -44,10 +47,12 @@ use std::task::{Context, Poll, Waker};
 use io_uring::{opcode, types};
 use parking_lot::Mutex;
 
-use crate::bufpool::{BUF_SIZE, GROUP};
+use super::IoSource;
 use crate::context::with_core;
-use crate::io::{consume_budget, Direction, IoSource};
-use crate::uring::{OpKind, OpRef, Ring, RingRequest, RingTarget};
+use crate::driver::bufpool::{BUF_SIZE, GROUP};
+use crate::driver::readiness::Direction;
+use crate::driver::uring::{OpKind, OpRef, Ring, RingRequest, RingTarget};
+use crate::reactor::consume_budget;
 
 /// The largest `recv` one read submits.
 pub const MAX_RECV: usize = 64 * 1024;
@@ -63,12 +68,14 @@ pub const MAX_SEND: usize = 64 * 1024;
 
 /// A stream socket served by the fairloop cores: see the module docs.
 pub struct StreamSource<S: AsRawFd + AsFd + Send + Sync + 'static> {
-    shared: Arc<StreamShared<S>>,
+    inner: Arc<StreamInner<S>>,
 }
 
-struct StreamShared<S: AsRawFd> {
+/// What a stream's user and its operations in flight share: the ring keeps
+/// it alive (through each operation's target) until the last completion.
+struct StreamInner<S: AsRawFd> {
     io: IoSource<S>,
-    state: Mutex<RingState>,
+    state: Mutex<StreamState>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -79,7 +86,8 @@ enum WriteHalf {
     Shut,
 }
 
-struct RingState {
+/// A stream's buffers, operations in flight and waiting tasks.
+struct StreamState {
     /// Received bytes not yet read: `rx[rx_pos..]`.
     rx: Vec<u8>,
     rx_pos: usize,
@@ -112,7 +120,7 @@ struct RingState {
     abandoned: bool,
 }
 
-impl RingState {
+impl StreamState {
     /// Whether a `send` is in flight (writes gather in `staged` meanwhile).
     fn sending(&self) -> bool {
         self.send_op.is_some()
@@ -131,9 +139,9 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamSource<S> {
     /// (every `mio` socket is).
     pub fn new(source: S) -> Self {
         StreamSource {
-            shared: Arc::new(StreamShared {
+            inner: Arc::new(StreamInner {
                 io: IoSource::new(source),
-                state: Mutex::new(RingState {
+                state: Mutex::new(StreamState {
                     rx: Vec::new(),
                     rx_pos: 0,
                     recv: None,
@@ -159,13 +167,13 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamSource<S> {
 
     /// The wrapped socket.
     pub fn get_ref(&self) -> &S {
-        self.shared.io.get_ref()
+        self.inner.io.get_ref()
     }
 
     /// The readiness side, for operations that are not reads or writes of
     /// the byte stream (`connect`, `peek`).
     pub fn readiness(&self) -> &IoSource<S> {
-        &self.shared.io
+        &self.inner.io
     }
 
     /// Reads into `buf`; `Ok(0)` is end of stream (or an empty `buf`).
@@ -174,7 +182,7 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamSource<S> {
         match self.ring_read(cx, len, &mut |src| copy_to(buf, src)) {
             Read::Done(p) => p,
             Read::Readiness => self
-                .shared
+                .inner
                 .io
                 .poll_stream(cx, Direction::Read, len, |s| read_fd(s, buf)),
         }
@@ -203,7 +211,7 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamSource<S> {
             Read::Done(p) => p,
             Read::Readiness => match bufs.iter_mut().find(|b| !b.is_empty()) {
                 Some(b) => self
-                    .shared
+                    .inner
                     .io
                     .poll_stream(cx, Direction::Read, b.len(), |s| read_fd(s, b)),
                 None => Poll::Ready(Ok(0)),
@@ -228,7 +236,7 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamSource<S> {
         });
         match read {
             Read::Done(p) => p,
-            Read::Readiness => self.shared.io.poll_stream(cx, Direction::Read, len, |s| {
+            Read::Readiness => self.inner.io.poll_stream(cx, Direction::Read, len, |s| {
                 rustix::net::recv(s, &mut *buf, rustix::net::RecvFlags::empty())
                     .map(|((init, _), _)| init.len())
                     .map_err(io::Error::from)
@@ -249,7 +257,7 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamSource<S> {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let len: usize = bufs.iter().map(|b| b.len()).sum();
-        let mut st = self.shared.state.lock();
+        let mut st = self.inner.state.lock();
         if let Some(e) = st.tx_error.take() {
             return Poll::Ready(Err(e));
         }
@@ -281,7 +289,7 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamSource<S> {
             st.tx.clear();
             st.tx_pos = 0;
             let n = gather(&mut st.tx, bufs, MAX_SEND);
-            match self.shared.submit_send(&mut st, ring) {
+            match self.inner.submit_send(&mut st, ring) {
                 Ok(()) => Some(Ok(n)),
                 Err(e) => Some(Err(e)),
             }
@@ -294,7 +302,7 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamSource<S> {
             }
             None => {
                 drop(st);
-                self.shared.io.poll_stream(cx, Direction::Write, len, |s| {
+                self.inner.io.poll_stream(cx, Direction::Write, len, |s| {
                     rustix::net::sendmsg(
                         s,
                         bufs,
@@ -310,7 +318,7 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamSource<S> {
     /// Waits until every byte written has been handed to the kernel, and
     /// reports a failed `send`.
     pub fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut st = self.shared.state.lock();
+        let mut st = self.inner.state.lock();
         if let Some(e) = st.tx_error.take() {
             return Poll::Ready(Err(e));
         }
@@ -324,7 +332,7 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamSource<S> {
     /// Flushes, then shuts the write half (the peer reads end of stream).
     pub fn poll_shutdown(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         std::task::ready!(self.poll_flush(cx))?;
-        let mut st = self.shared.state.lock();
+        let mut st = self.inner.state.lock();
         if st.write_half == WriteHalf::Shut {
             return Poll::Ready(Ok(()));
         }
@@ -340,7 +348,7 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamSource<S> {
         if how == Shutdown::Read {
             return shutdown_fd(self.get_ref(), Shutdown::Read);
         }
-        let mut st = self.shared.state.lock();
+        let mut st = self.inner.state.lock();
         if st.sending() {
             if how == Shutdown::Both {
                 shutdown_fd(self.get_ref(), Shutdown::Read)?;
@@ -358,7 +366,7 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamSource<S> {
     /// without consuming them; `None` if there are none (then the socket
     /// itself has the next bytes: `MSG_PEEK` it).
     pub fn peek_buffered(&self, buf: &mut [u8]) -> Option<usize> {
-        let st = self.shared.state.lock();
+        let st = self.inner.state.lock();
         (st.rx_pos < st.rx.len()).then(|| copy_to(buf, &st.rx[st.rx_pos..]))
     }
 
@@ -368,7 +376,7 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamSource<S> {
         len: usize,
         fill: &mut dyn FnMut(&[u8]) -> usize,
     ) -> Read {
-        let mut st = self.shared.state.lock();
+        let mut st = self.inner.state.lock();
         if st.rx_pos < st.rx.len() {
             if !consume_budget() {
                 cx.waker().wake_by_ref();
@@ -414,18 +422,18 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamSource<S> {
                 opcode::Recv::new(fd, st.rx.as_mut_ptr(), room as u32).build()
             };
             // SAFETY: a pooled recv carries no pointer of ours. Otherwise
-            // `rx`'s allocation lives in the `StreamShared` the ring keeps
+            // `rx`'s allocation lives in the `StreamInner` the ring keeps
             // alive until the completion; while `recv` is set nothing
             // reads, resizes or frees `rx` (every use checks `recv` first,
             // and `Drop` leaves it alone). The fd is owned by the same
-            // `StreamShared`.
-            unsafe { ring.push(entry, OpKind::Recv, self.shared.clone()) }
+            // `StreamInner`.
+            unsafe { ring.push(entry, OpKind::Recv, self.inner.clone()) }
         });
         match submitted {
             Some(Ok(op)) => {
                 st.recv = Some(op);
                 // Readiness is no longer how this stream is served.
-                self.shared.io.deregister();
+                self.inner.io.deregister();
                 set_waker(&mut st.reader, cx);
                 Read::Done(Poll::Pending)
             }
@@ -435,9 +443,9 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamSource<S> {
     }
 }
 
-impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamShared<S> {
+impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamInner<S> {
     /// Sends `tx[tx_pos..]` on `ring`.
-    fn submit_send(self: &Arc<Self>, st: &mut RingState, ring: &mut Ring) -> io::Result<()> {
+    fn submit_send(self: &Arc<Self>, st: &mut StreamState, ring: &mut Ring) -> io::Result<()> {
         let pending = &st.tx[st.tx_pos..];
         let entry = opcode::Send::new(
             types::Fd(self.io.get_ref().as_raw_fd()),
@@ -446,7 +454,7 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamShared<S> {
         )
         .flags(libc::MSG_NOSIGNAL)
         .build();
-        // SAFETY: `tx` lives in the `StreamShared` the ring keeps alive
+        // SAFETY: `tx` lives in the `StreamInner` the ring keeps alive
         // until the completion, and nothing touches it while the send is in
         // flight (writes go to `staged`); the fd is owned by the same value.
         let pushed = unsafe { ring.push(entry, OpKind::Send, self.clone()) };
@@ -466,17 +474,11 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamShared<S> {
 
     /// A dropped stream still sending: bound how long it may (see
     /// `Builder::stream_linger`) with a timeout on `ring`.
-    fn arm_linger(self: &Arc<Self>, st: &mut RingState, ring: &mut Ring) {
+    fn arm_linger(self: &Arc<Self>, st: &mut StreamState, ring: &mut Ring) {
         if !st.dropped || !st.sending() || st.linger.is_some() || st.abandoned {
             return;
         }
-        let Some(limit) = st
-            .send_op
-            .as_ref()
-            .map(|op| op.runtime.config.stream_linger)
-        else {
-            return;
-        };
+        let limit = ring.stream_linger();
         if limit.is_zero() {
             self.abandon(st, ring);
             return;
@@ -485,7 +487,7 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamShared<S> {
             .sec(limit.as_secs())
             .nsec(limit.subsec_nanos());
         let entry = opcode::Timeout::new(&st.linger_ts).build();
-        // SAFETY: `linger_ts` lives in the `StreamShared` the ring keeps
+        // SAFETY: `linger_ts` lives in the `StreamInner` the ring keeps
         // alive until the completion, and is not written again while the
         // timeout is armed.
         match unsafe { ring.push(entry, OpKind::Linger, self.clone()) } {
@@ -497,7 +499,7 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamShared<S> {
 
     /// Stops waiting for the peer: cancels the `send` in flight, whose
     /// completion gives up what is left (`give_up`).
-    fn abandon(&self, st: &mut RingState, ring: &mut Ring) {
+    fn abandon(&self, st: &mut StreamState, ring: &mut Ring) {
         st.abandoned = true;
         if let Some(op) = &st.send_op {
             op.cancel_on(ring);
@@ -507,7 +509,7 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamShared<S> {
     /// A `send` was cancelled (linger over, or the core exiting): hands the
     /// kernel what it takes without waiting, and if bytes remain, arms a
     /// reset for the close, so the peer sees the stream cut, not ended.
-    fn give_up(&self, st: &mut RingState, why: &str) {
+    fn give_up(&self, st: &mut StreamState, why: &str) {
         let fd = self.io.get_ref();
         let mut complete = true;
         let start = st.tx_pos.min(st.tx.len());
@@ -536,7 +538,7 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamShared<S> {
     }
 }
 
-impl<S: AsRawFd + AsFd + Send + Sync + 'static> RingTarget for StreamShared<S> {
+impl<S: AsRawFd + AsFd + Send + Sync + 'static> RingTarget for StreamInner<S> {
     fn complete(
         self: Arc<Self>,
         kind: OpKind,
@@ -654,7 +656,7 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> RingTarget for StreamShared<S> {
 
 /// A failed `send`: what was written and not sent is lost; the next write
 /// or flush reports it.
-fn fail_send(st: &mut RingState, e: io::Error) {
+fn fail_send(st: &mut StreamState, e: io::Error) {
     st.send_op = None;
     st.tx.clear();
     st.tx_pos = 0;
@@ -664,7 +666,7 @@ fn fail_send(st: &mut RingState, e: io::Error) {
 
 impl<S: AsRawFd + AsFd + Send + Sync + 'static> Drop for StreamSource<S> {
     fn drop(&mut self) {
-        let mut st = self.shared.state.lock();
+        let mut st = self.inner.state.lock();
         st.dropped = true;
         st.reader = None;
         st.writer = None;
@@ -674,17 +676,17 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> Drop for StreamSource<S> {
         }
         match &st.recv {
             None => st.rx = Vec::new(),
-            Some(op) => op.cancel(),
+            Some(op) => cancel(op),
         }
         if st.sending() {
             // Bound how long the unsent bytes may keep the socket open:
             // armed here if this thread is a core, else by the core that
             // runs the send.
             let st = &mut *st;
-            let armed = with_ring(|ring| self.shared.arm_linger(st, ring));
+            let armed = with_ring(|ring| self.inner.arm_linger(st, ring));
             if armed.is_none() {
                 if let Some(op) = &st.send_op {
-                    op.runtime.cores[op.core].request(RingRequest::Call(self.shared.clone()));
+                    op.door().request(RingRequest::Call(self.inner.clone()));
                 }
             }
         }
@@ -701,6 +703,16 @@ fn with_ring<R>(f: impl FnOnce(&mut Ring) -> R) -> Option<R> {
         }
         c.with_ring(f)
     })
+}
+
+/// Cancels `op`: straight onto the ring when the caller is the core that
+/// runs it (also while that core shuts down), else through that core's
+/// door.
+fn cancel(op: &OpRef) {
+    let on_core = with_core(|c| c.and_then(|c| c.with_ring(|ring| op.cancel_on(ring))));
+    if on_core.is_none() {
+        op.cancel_elsewhere();
+    }
 }
 
 fn set_waker(slot: &mut Option<Waker>, cx: &Context<'_>) {

@@ -25,10 +25,10 @@
 //! frees anything.
 //!
 //! The ring is single-issuer: only its core's thread touches it. Other
-//! threads send a [`RingRequest`] through [`CoreShared::request`] (a queue
-//! the core empties between turns and before it parks).
-//!
-//! [`CoreShared::request`]: crate::runtime::CoreShared::request
+//! threads send a [`RingRequest`] through the core's [`Door`] (a queue the
+//! core empties between turns and before it parks); every operation holds
+//! an `Arc` of that door, so a stream needs nothing of the runtime above
+//! the driver to cancel its operations from anywhere.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -39,9 +39,9 @@ use std::time::{Duration, Instant};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use slab::Slab;
 
-use crate::bufpool::BufPool;
-use crate::context::with_core;
-use crate::runtime::Shared;
+use super::bufpool::BufPool;
+use super::requests::Door;
+use crate::metrics::CoreStats;
 
 /// Submission queue entries; the completion queue gets four times as many.
 /// In-flight operations are not limited by either (the kernel keeps
@@ -67,36 +67,45 @@ pub(crate) enum OpKind {
     Linger,
 }
 
-/// An operation in flight: which runtime's which core runs it, and its
-/// `user_data` there.
+/// An operation in flight: the door of the core whose ring runs it, and
+/// its `user_data` there.
 pub(crate) struct OpRef {
-    pub(crate) runtime: Arc<Shared>,
-    pub(crate) core: usize,
-    pub(crate) user_data: u64,
+    door: Arc<Door>,
+    user_data: u64,
 }
 
 impl OpRef {
-    /// Asks for the operation to be cancelled: directly when this thread
-    /// is its core, else through the core's request queue.
-    pub(crate) fn cancel(&self) {
-        let done = with_core(|c| {
-            c.filter(|c| c.index == self.core && Arc::ptr_eq(&c.shared, &self.runtime))
-                .and_then(|c| c.with_ring(|ring| ring.cancel(self.user_data)))
-        });
-        if done.is_none() {
-            self.runtime.cores[self.core].request(RingRequest::Cancel(self.user_data));
-        }
-    }
-
-    /// [`OpRef::cancel`] from inside a completion handler, which holds
-    /// `ring` (so the thread-local route to it is taken).
+    /// Asks for the operation to be cancelled, from a thread that holds
+    /// `ring` (its own core's): directly if `ring` runs the operation, else
+    /// through the door of the core that does.
     pub(crate) fn cancel_on(&self, ring: &mut Ring) {
         if ring.runs(self) {
             ring.cancel(self.user_data);
         } else {
-            self.runtime.cores[self.core].request(RingRequest::Cancel(self.user_data));
+            self.cancel_elsewhere();
         }
     }
+
+    /// Asks for the operation to be cancelled from a thread that holds no
+    /// ring: through the door of the core that runs it.
+    pub(crate) fn cancel_elsewhere(&self) {
+        self.door.request(RingRequest::Cancel(self.user_data));
+    }
+
+    /// The door of the core whose ring runs the operation.
+    pub(crate) fn door(&self) -> &Door {
+        &self.door
+    }
+}
+
+/// What a ring is given by the core that builds it.
+pub(crate) struct RingOwner {
+    /// The core's door, which its operations hold.
+    pub(crate) door: Arc<Door>,
+    /// The core's counters (completions, pool misses).
+    pub(crate) stats: Arc<CoreStats>,
+    /// How long a dropped stream may go on sending (`Builder::stream_linger`).
+    pub(crate) stream_linger: Duration,
 }
 
 /// What another thread may ask of a core's ring.
@@ -140,8 +149,8 @@ pub(crate) struct Ring {
     /// Receive buffers lent to `recv`s as data arrives; `None` if the
     /// kernel refused to register them (then every `recv` brings its own).
     pool: Option<BufPool>,
-    /// The runtime and core this ring belongs to.
-    owner: Option<(Arc<Shared>, usize)>,
+    /// The core this ring belongs to.
+    owner: RingOwner,
     ops: Slab<Op>,
     /// Tells apart two operations that used the same slab slot, so a late
     /// cancellation cannot hit an unrelated operation.
@@ -160,7 +169,7 @@ impl Ring {
     /// A ring for the current thread (its only submitter) that also
     /// watches `epoll_fd`. Fails where the kernel has no io_uring or
     /// forbids it (seccomp, `kernel.io_uring_disabled`).
-    pub(crate) fn new(epoll_fd: RawFd) -> io::Result<Ring> {
+    pub(crate) fn new(epoll_fd: RawFd, owner: RingOwner) -> io::Result<Ring> {
         // Deferred task running completes operations only when this thread
         // enters the ring: no interrupts of a busy core. It needs Linux 6.1,
         // which also has everything else used here (multishot poll above
@@ -175,7 +184,7 @@ impl Ring {
         let mut ring = Ring {
             uring,
             pool,
-            owner: None,
+            owner,
             ops: Slab::new(),
             generation: 0,
             epoll_fd,
@@ -188,12 +197,6 @@ impl Ring {
         Ok(ring)
     }
 
-    /// Records which runtime and core the ring serves (set once the core
-    /// exists, before any task runs).
-    pub(crate) fn set_owner(&mut self, runtime: Arc<Shared>, core: usize) {
-        self.owner = Some((runtime, core));
-    }
-
     /// Whether `recv`s can take their buffer from the ring's pool.
     pub(crate) fn has_pool(&self) -> bool {
         self.pool.is_some()
@@ -201,9 +204,12 @@ impl Ring {
 
     /// Counts a `recv` that found the pool empty.
     pub(crate) fn note_pool_miss(&self) {
-        if let Some((runtime, core)) = &self.owner {
-            runtime.cores[*core].stats.add_pool_miss();
-        }
+        self.owner.stats.add_pool_miss();
+    }
+
+    /// How long a dropped stream may go on sending its written bytes.
+    pub(crate) fn stream_linger(&self) -> Duration {
+        self.owner.stream_linger
     }
 
     /// The `len` bytes a pooled `recv` received into `buffer`.
@@ -216,9 +222,7 @@ impl Ring {
 
     /// Whether `op` runs on this ring.
     pub(crate) fn runs(&self, op: &OpRef) -> bool {
-        self.owner
-            .as_ref()
-            .is_some_and(|(rt, core)| *core == op.core && Arc::ptr_eq(rt, &op.runtime))
+        Arc::ptr_eq(&self.owner.door, &op.door)
     }
 
     /// Queues `entry` (its `user_data` is set here) for `target`; the
@@ -236,11 +240,6 @@ impl Ring {
         kind: OpKind,
         target: Arc<dyn RingTarget>,
     ) -> io::Result<OpRef> {
-        let Some((runtime, core)) = self.owner.clone() else {
-            return Err(io::Error::other(
-                "io_uring ring used before its core started",
-            ));
-        };
         self.generation = self.generation.wrapping_add(1);
         let generation = self.generation;
         let index = self.ops.insert(Op {
@@ -255,8 +254,7 @@ impl Ring {
             return Err(e);
         }
         Ok(OpRef {
-            runtime,
-            core,
+            door: self.owner.door.clone(),
             user_data,
         })
     }
@@ -372,9 +370,7 @@ impl Ring {
                     .is_some_and(|op| op.generation == generation)
                 {
                     let op = self.ops.remove(index);
-                    if let Some((runtime, core)) = &self.owner {
-                        runtime.cores[*core].stats.add_ring_completion();
-                    }
+                    self.owner.stats.add_ring_completion();
                     let buffer = cqueue::buffer_select(flags);
                     op.target.complete(op.kind, result, buffer, self, wake);
                     if let (Some(bid), Some(pool)) = (buffer, self.pool.as_mut()) {

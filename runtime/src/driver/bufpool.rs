@@ -18,7 +18,7 @@
 //! by the kernel (it consumes from the head, we publish at the tail with a
 //! release store), and a buffer is written by the kernel from the moment it
 //! is published until its completion names it. Both live until the pool is
-//! unregistered, which [`Ring`](crate::uring::Ring) does only after every
+//! unregistered, which [`Ring`](super::uring::Ring) does only after every
 //! operation has completed.
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};

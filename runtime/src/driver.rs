@@ -1,0 +1,211 @@
+//! The IO driver of one core: its `mio::Poll`, its wakeup eventfd, its
+//! timer fd, and its completion ring ([`uring`]) where the kernel allows
+//! one. It is the lowest layer of the runtime: it knows sockets, wakers and
+//! deadlines, nothing of partitions, tasks or the runtime above it, and
+//! imports nothing from the crate but [`crate::park`], [`crate::metrics`]
+//! and [`crate::loom`].
+//!
+//! * [`readiness`]: the sources registered with the core's epoll and the
+//!   tasks waiting for them.
+//! * [`uring`]: the completion ring, which stream reads and writes go
+//!   through; [`bufpool`]: the receive buffers it lends the kernel.
+//! * [`requests`]: the [`Door`](requests::Door) other threads use to ask
+//!   the core's ring for something and to wake the core.
+//!
+//! A core parks in `io_uring_enter` while operations are in flight on its
+//! ring (the ring watches the epoll fd, so readiness, the timerfd and
+//! wakeups from other threads end that wait too), and in `epoll_wait`
+//! otherwise.
+//!
+//! `epoll_wait` takes its timeout in whole milliseconds, which would make
+//! every timer up to a millisecond late. So a core that parks with a timer
+//! pending arms a `timerfd` (nanosecond resolution, `CLOCK_MONOTONIC`, the
+//! clock behind `std::time::Instant`) for the earliest deadline and blocks
+//! with no timeout; the timerfd's readiness ends the wait on time.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::task::Waker;
+use std::time::{Duration, Instant};
+
+use std::sync::Arc;
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use rustix::time::{
+    timerfd_create, timerfd_settime, Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags,
+    Timespec,
+};
+
+pub(crate) mod bufpool;
+pub(crate) mod readiness;
+pub(crate) mod requests;
+pub(crate) mod uring;
+
+use readiness::Registrations;
+use uring::{Ring, RingOwner};
+
+/// The token of each core's `mio::Waker`.
+pub(crate) const WAKER_TOKEN: Token = Token(0);
+const TIMER_TOKEN: Token = Token(1);
+
+/// One core's IO driver: see the module docs.
+pub(crate) struct Driver {
+    /// Declared first so it is dropped first: it watches `poll`'s fd, and
+    /// its drop waits for the kernel to give back every buffer.
+    ring: Option<Ring>,
+    poll: Poll,
+    /// The sources registered with `poll` (shared with the threads that
+    /// register them).
+    registrations: Arc<Registrations>,
+    events: Events,
+    timerfd: OwnedFd,
+    /// The deadline the timerfd is armed for.
+    armed: Option<Instant>,
+}
+
+impl Driver {
+    /// A driver around `poll` and the table of its registrations, with a
+    /// ring for `ring`'s owner if there is one and the kernel allows it.
+    pub(crate) fn new(
+        poll: Poll,
+        registrations: Arc<Registrations>,
+        ring: Option<RingOwner>,
+    ) -> io::Result<Self> {
+        let timerfd = timerfd_create(
+            TimerfdClockId::Monotonic,
+            TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC,
+        )?;
+        poll.registry().register(
+            &mut SourceFd(&timerfd.as_raw_fd()),
+            TIMER_TOKEN,
+            Interest::READABLE,
+        )?;
+        let ring = ring.and_then(|owner| Ring::new(poll.as_raw_fd(), owner).ok());
+        Ok(Driver {
+            ring,
+            poll,
+            registrations,
+            events: Events::with_capacity(256),
+            timerfd,
+            armed: None,
+        })
+    }
+
+    /// Blocks until a wakeup, IO readiness, or `deadline` if there is one;
+    /// returns the wakers of the tasks whose sockets became ready.
+    pub(crate) fn park(&mut self, deadline: Option<Instant>) -> Vec<Waker> {
+        if let Err(e) = self.arm(deadline) {
+            // Without the timerfd, fall back to epoll's own (millisecond)
+            // timeout rather than sleeping past the deadline.
+            let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            debug_assert!(false, "timerfd_settime failed: {e}");
+            return self.wait(timeout);
+        }
+        if let Some(ring) = self.ring.as_mut().filter(|r| r.is_active()) {
+            let mut ready = Vec::new();
+            if ring.wait(&mut ready) {
+                ready.extend(self.harvest());
+            }
+            return ready;
+        }
+        self.wait(None)
+    }
+
+    /// Whether the core has IO to look at between turns: registered
+    /// sockets, or operations on its ring.
+    pub(crate) fn has_io(&self) -> bool {
+        !self.registrations.is_empty() || self.ring.as_ref().is_some_and(Ring::is_active)
+    }
+
+    /// Ring entries waiting to be handed to the kernel.
+    pub(crate) fn unsubmitted(&self) -> usize {
+        self.ring.as_ref().map_or(0, Ring::unsubmitted)
+    }
+
+    /// Submits queued ring entries and harvests completions and IO
+    /// readiness, without blocking.
+    pub(crate) fn poll_now(&mut self) -> Vec<Waker> {
+        match self.ring.as_mut() {
+            Some(ring) => {
+                let mut ready = Vec::new();
+                if ring.poll_now(&mut ready) {
+                    ready.extend(self.harvest());
+                }
+                ready
+            }
+            None => self.wait(Some(Duration::ZERO)),
+        }
+    }
+
+    /// The core's ring, if it has one.
+    pub(crate) fn ring(&mut self) -> Option<&mut Ring> {
+        self.ring.as_mut()
+    }
+
+    /// Whether the core got a ring (io_uring allowed and working).
+    pub(crate) fn has_ring(&self) -> bool {
+        self.ring.is_some()
+    }
+
+    /// Epoll readiness, after the ring said the epoll fd signalled.
+    fn harvest(&mut self) -> Vec<Waker> {
+        let mut ready = Vec::new();
+        loop {
+            let more = self.wait(Some(Duration::ZERO));
+            ready.extend(more);
+            // A full batch may have left events behind; they raise no new
+            // signal on the ring, so look again.
+            if self.events.iter().count() < self.events.capacity() {
+                return ready;
+            }
+        }
+    }
+
+    fn wait(&mut self, timeout: Option<Duration>) -> Vec<Waker> {
+        let mut ready = Vec::new();
+        match self.poll.poll(&mut self.events, timeout) {
+            Ok(()) => {}
+            // A signal, or a transient failure: the core looks at its queues
+            // and parks again.
+            Err(_) => return ready,
+        }
+        for event in self.events.iter() {
+            if event.token() == TIMER_TOKEN {
+                // Consume the expiration count so the fd can signal again.
+                let mut buf = [0u8; 8];
+                let _ = rustix::io::read(&self.timerfd, &mut buf);
+                self.armed = None;
+            }
+        }
+        self.registrations.dispatch(self.events.iter(), &mut ready);
+        ready
+    }
+
+    fn arm(&mut self, deadline: Option<Instant>) -> io::Result<()> {
+        if deadline == self.armed {
+            return Ok(());
+        }
+        let value = match deadline {
+            // A zero it_value disarms the timer, so an already-due deadline
+            // becomes one nanosecond.
+            Some(d) => d
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_nanos(1)),
+            None => Duration::ZERO,
+        };
+        let spec = Itimerspec {
+            it_interval: Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: Timespec {
+                tv_sec: value.as_secs() as _,
+                tv_nsec: value.subsec_nanos() as _,
+            },
+        };
+        timerfd_settime(&self.timerfd, TimerfdTimerFlags::empty(), &spec)?;
+        self.armed = deadline;
+        Ok(())
+    }
+}

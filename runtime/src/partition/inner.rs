@@ -1,0 +1,136 @@
+//! The shared state of one partition, behind every [`Partition`] handle
+//! and in every task's header.
+//!
+//! [`Partition`]: super::Partition
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_deque::Injector;
+use fairloop_partitions::PartitionStats;
+use parking_lot::Mutex;
+
+use super::route::Route;
+use crate::context::on_core;
+use crate::metrics::PartitionMetrics;
+use crate::runtime::RuntimeInner;
+use crate::task::{self, JoinHandle, Task, TaskSet};
+
+/// `slot` value of a partition that is in no scheduler.
+pub(crate) const NOT_ATTACHED: usize = usize::MAX;
+
+/// The shared state of one partition.
+pub(crate) struct PartitionInner {
+    pub(crate) id: u64,
+    pub(crate) name: Option<String>,
+    /// Leaves its core's scheduler when the last task ends.
+    pub(crate) anonymous: bool,
+    pub(crate) shares: AtomicU32,
+    pub(crate) latency: Option<Duration>,
+    pub(crate) pinned: AtomicBool,
+    /// Which core owns it, whether it is moving, whether its owner was
+    /// told about foreign work.
+    pub(crate) route: Route,
+    /// This partition's key in its owner's scheduler, or [`NOT_ATTACHED`].
+    /// Read and written only on the owner's thread.
+    pub(crate) slot: AtomicUsize,
+    /// Tasks woken or spawned from threads other than the owner's.
+    pub(crate) injector: Injector<Task>,
+    pub(crate) tasks: Mutex<TaskSet>,
+    pub(crate) stats: Arc<PartitionStats>,
+    pub(crate) runtime: Arc<RuntimeInner>,
+}
+
+/// What a new partition is made of, after validation.
+pub(crate) struct NewPartition {
+    pub(crate) id: u64,
+    pub(crate) name: Option<String>,
+    pub(crate) anonymous: bool,
+    pub(crate) shares: u32,
+    pub(crate) latency: Option<Duration>,
+    pub(crate) pinned: bool,
+    pub(crate) core: usize,
+}
+
+impl PartitionInner {
+    pub(crate) fn new(runtime: Arc<RuntimeInner>, p: NewPartition) -> Self {
+        PartitionInner {
+            id: p.id,
+            name: p.name,
+            anonymous: p.anonymous,
+            shares: AtomicU32::new(p.shares),
+            latency: p.latency,
+            pinned: AtomicBool::new(p.pinned),
+            route: Route::new(p.core),
+            slot: AtomicUsize::new(NOT_ATTACHED),
+            injector: Injector::new(),
+            tasks: Mutex::new(TaskSet::default()),
+            stats: Arc::new(PartitionStats::new()),
+            runtime,
+        }
+    }
+
+    /// Announces this partition to its owner after a push onto
+    /// `injector`, once per batch (see [`Route::announce`]).
+    pub(crate) fn notify_owner(self: &Arc<Self>) {
+        let Some(owner) = self.route.announce() else {
+            return;
+        };
+        let core = self.runtime.remote(owner);
+        if self.latency.is_some() {
+            core.latency_pending.store(true, Ordering::Release);
+        }
+        core.pending.push(self.clone());
+        core.unpark();
+    }
+
+    /// `spawn_local` ties the partition to its core for good.
+    pub(crate) fn pin_for_local(&self) {
+        self.pinned.store(true, Ordering::Release);
+    }
+
+    /// The core that owns the partition now.
+    pub(crate) fn owner(&self) -> usize {
+        self.route.owner()
+    }
+
+    /// Called when the task set becomes empty: an anonymous partition then
+    /// leaves its core's scheduler (on the owner's thread, between turns).
+    pub(crate) fn on_last_task_gone(self: &Arc<Self>) {
+        if !self.anonymous {
+            return;
+        }
+        on_core(&self.runtime, self.owner(), |core| {
+            core.retire_later(self.clone())
+        });
+    }
+
+    pub(crate) fn spawn<F>(self: &Arc<Self>, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        task::spawn_into(self.clone(), future, false)
+    }
+
+    pub(crate) fn metrics(&self) -> PartitionMetrics {
+        let s = self.stats.snapshot();
+        PartitionMetrics {
+            id: self.id,
+            name: self.name.clone(),
+            core: self.owner(),
+            shares: self.shares.load(Ordering::Relaxed),
+            tasks: self.tasks.lock().wakers.len(),
+            queued: s.queued + self.injector.len(),
+            polls: s.polls,
+            busy: s.busy,
+            sched_delay_p50: s.sched_delay_p50,
+            sched_delay_p99: s.sched_delay_p99,
+            sched_delay_max: s.sched_delay_max,
+            long_polls: s.long_polls,
+            migrations: s.migrations,
+        }
+    }
+}

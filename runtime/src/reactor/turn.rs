@@ -1,0 +1,306 @@
+//! The loop of a core: turns, the work between them, and parking.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_deque::Steal;
+use fairloop_partitions::{Nanos, PartitionKey};
+
+use super::{Control, Reactor};
+use crate::context::with_core;
+use crate::driver::uring::RingRequest;
+use crate::partition::route::Announcement;
+use crate::partition::{PartitionInner, NOT_ATTACHED};
+
+/// Ready IO operations one task poll may perform before it yields (the
+/// cooperative budget; see `fairloop_runtime::io`).
+pub const BUDGET: u32 = 128;
+
+/// How often the load figure used by `Placement::LeastLoaded` is updated.
+const LOAD_PERIOD_NS: Nanos = 10_000_000;
+/// `current` when no turn is running.
+pub(crate) const NO_TURN: usize = usize::MAX;
+
+/// Harvest IO readiness at least every this many polls while busy (as
+/// tokio's `event_interval`), and at least once per `task_quota`.
+const IO_EVERY_POLLS: u64 = 61;
+
+/// Takes one unit of the running task's IO budget; `false` when it is
+/// spent (the caller yields). Off a core thread there is no budget.
+pub(crate) fn consume_budget() -> bool {
+    with_core(|core| core.is_none_or(|c| c.consume_budget()))
+}
+
+impl Reactor {
+    pub(super) fn run_loop(&self) {
+        let cs = self.remote();
+        loop {
+            self.between_turns();
+            if self.shutting_down.get() {
+                return;
+            }
+            let start = self.tick();
+            let key = self.sched.borrow_mut().begin_turn(start);
+            let Some(key) = key else {
+                self.park();
+                continue;
+            };
+            self.current.set(key.index());
+            let mut now = start;
+            let mut polls = 0u64;
+            loop {
+                let task = self.sched.borrow_mut().next_in_turn(now);
+                let Some(task) = task else { break };
+                // The task future catches its own panics; this catches one
+                // from a destructor or a waker, which must not kill the core.
+                self.budget.set(BUDGET);
+                let _ = catch_unwind(AssertUnwindSafe(|| task.run()));
+                now = self.tick();
+                self.sched.borrow_mut().poll_done(now);
+                polls += 1;
+                if now >= self.timer_due.get() {
+                    self.fire_timers(Instant::now());
+                }
+                if cs.latency_pending.load(Ordering::Relaxed) {
+                    // A latency partition got foreign work: queue it now so
+                    // the scheduler can preempt at this task boundary.
+                    self.drain_pending();
+                }
+            }
+            self.sched.borrow_mut().end_turn();
+            self.current.set(NO_TURN);
+            cs.stats.add_turn(now.saturating_sub(start), polls);
+            self.polls_since_io.set(self.polls_since_io.get() + polls);
+        }
+    }
+
+    fn between_turns(&self) {
+        if !self.control.is_empty() {
+            while let Ok(msg) = self.control.try_recv() {
+                self.handle(msg);
+            }
+        }
+        if !self.deferred.borrow().is_empty() {
+            let deferred = std::mem::take(&mut *self.deferred.borrow_mut());
+            for (p, to) in deferred {
+                self.migrate(p, to);
+            }
+        }
+        self.drain_pending();
+        self.take_requests();
+        let now = self.now.get();
+        if now >= self.timer_due.get() {
+            self.fire_timers(Instant::now());
+        }
+        // Sockets get their readiness and ring completions between turns,
+        // often enough that a busy core's IO waits at most one quota or a
+        // few dozen polls. Ring entries queued by the turn go to the kernel
+        // now if more work follows (a core about to park submits them as
+        // it parks, in the same syscall).
+        let driver = self.driver.borrow();
+        let io_due = driver.has_io()
+            && (self.polls_since_io.get() >= IO_EVERY_POLLS
+                || now.saturating_sub(self.last_io.get())
+                    >= self.runtime.config.sched.task_quota.as_nanos() as Nanos
+                || (driver.unsubmitted() > 0 && self.sched.borrow().has_runnable()));
+        drop(driver);
+        if io_due {
+            let ready = self.driver.borrow_mut().poll_now();
+            self.io_harvested(now);
+            for w in ready {
+                w.wake();
+            }
+        }
+        if !self.retiring.borrow().is_empty() {
+            self.retire_idle();
+        }
+        if now.saturating_sub(self.load_at.get()) >= LOAD_PERIOD_NS {
+            self.update_load(now);
+        }
+        self.remote()
+            .stats
+            .queued
+            .store(self.sched.borrow().total_queued() as u64, Ordering::Relaxed);
+    }
+
+    /// Does what other threads asked of the ring.
+    pub(super) fn take_requests(&self) {
+        let cs = self.remote();
+        if !cs.has_requests() {
+            return;
+        }
+        let requests = cs.take_requests();
+        self.with_ring(|ring| {
+            for request in requests {
+                match request {
+                    RingRequest::Cancel(user_data) => ring.cancel(user_data),
+                    RingRequest::Call(target) => target.on_core(ring),
+                }
+            }
+        });
+    }
+
+    pub(super) fn handle(&self, msg: Control) {
+        match msg {
+            Control::SetShares(p) => self.apply_shares(&p),
+            Control::Migrate(p, to) => self.migrate(p, to),
+            Control::Adopt(adoption) => self.adopt(*adoption),
+            Control::Shutdown => self.shutting_down.set(true),
+        }
+    }
+
+    /// Moves the tasks in `p`'s injection queue (owned here, not in
+    /// transit) into the scheduler, a batch per steal: one atomic
+    /// operation on the shared queue for up to a few dozen tasks.
+    pub(super) fn take_injected(&self, p: &Arc<PartitionInner>) -> u64 {
+        let mut moved = 0;
+        loop {
+            match p.injector.steal_batch(&self.batch) {
+                Steal::Success(()) => {}
+                Steal::Empty => break,
+                Steal::Retry => continue,
+            }
+            if self.shutting_down.get() {
+                let mut graveyard = self.graveyard.borrow_mut();
+                while let Some(task) = self.batch.pop() {
+                    moved += 1;
+                    graveyard.push(task);
+                }
+                continue;
+            }
+            let key = self.key_of(p).expect("callers skip partitions in transit");
+            let now = self.now.get();
+            // Pushing calls no waker, so the borrow cannot be re-entered.
+            let mut sched = self.sched.borrow_mut();
+            while let Some(task) = self.batch.pop() {
+                moved += 1;
+                sched.push(key, task, now);
+            }
+        }
+        moved
+    }
+
+    /// Moves foreign work (tasks in the injection queues of partitions that
+    /// announced themselves) into the scheduler.
+    pub(super) fn drain_pending(&self) {
+        let cs = self.remote();
+        cs.latency_pending.store(false, Ordering::Relaxed);
+        let mut moved = 0u64;
+        loop {
+            match cs.pending.steal() {
+                Steal::Success(p) => match p.route.take_announcement(self.index) {
+                    Announcement::Drain => moved += self.take_injected(&p),
+                    // It moved on after the announcement: pass it on.
+                    Announcement::PassOn => p.notify_owner(),
+                    // On its way here: the adoption drains its queue.
+                    Announcement::InTransit => {}
+                },
+                Steal::Empty => break,
+                Steal::Retry => continue,
+            }
+        }
+        if moved > 0 {
+            cs.stats.add_remote_wakes(moved);
+        }
+    }
+
+    pub(super) fn fire_timers(&self, now: Instant) {
+        // Wake outside the borrow: a woken task's destructor could touch
+        // the timers.
+        let (fired, next) = {
+            let mut timers = self.timers.borrow_mut();
+            let fired = timers.expire(now);
+            (fired, timers.next_deadline())
+        };
+        self.timer_due
+            .set(next.map_or(Nanos::MAX, |d| self.to_core_time(d)));
+        for w in fired {
+            w.wake();
+        }
+    }
+
+    fn park(&self) {
+        let cs = self.remote();
+        let flag = cs.park_flag();
+        if !flag.prepare_park() {
+            // Foreign work arrived since the last drain.
+            return;
+        }
+        // Local work (queued by a timer or a destructor since the turn
+        // ended) needs no token; neither do cancellations asked for by
+        // other threads.
+        let has_work = self.sched.borrow().has_runnable()
+            || !self.retiring.borrow().is_empty()
+            || cs.has_requests();
+        if has_work {
+            flag.unpark_self();
+            return;
+        }
+        let deadline = self.timers.borrow_mut().next_deadline();
+        if deadline.is_some_and(|d| d <= Instant::now()) {
+            flag.unpark_self();
+            self.fire_timers(Instant::now());
+            return;
+        }
+        cs.stats.add_park();
+        let ready = self.driver.borrow_mut().park(deadline);
+        flag.unpark_self();
+        let now = self.tick();
+        self.io_harvested(now);
+        for w in ready {
+            w.wake();
+        }
+        self.anchor.set((Instant::now(), now));
+        if now.saturating_sub(self.load_at.get()) >= LOAD_PERIOD_NS {
+            // The time asleep counts as idle.
+            self.update_load(now);
+        }
+        if deadline.is_some() {
+            self.fire_timers(Instant::now());
+        }
+    }
+
+    fn io_harvested(&self, now: Nanos) {
+        self.polls_since_io.set(0);
+        self.last_io.set(now);
+    }
+
+    fn retire_idle(&self) {
+        let retiring = std::mem::take(&mut *self.retiring.borrow_mut());
+        for p in retiring {
+            let slot = p.slot.load(Ordering::Relaxed);
+            if p.owner() != self.index || slot == NOT_ATTACHED {
+                continue;
+            }
+            // A task may have joined since the last one ended.
+            if !p.tasks.lock().wakers.is_empty() || !p.injector.is_empty() {
+                continue;
+            }
+            let key = PartitionKey::from_index(slot);
+            if self.sched.borrow().queued(key) > 0 {
+                continue;
+            }
+            let removed = self.sched.borrow_mut().remove_partition(key);
+            self.detach(&p, slot);
+            drop(removed);
+        }
+    }
+
+    fn update_load(&self, now: Nanos) {
+        self.anchor.set((Instant::now(), now));
+        if let Some(d) = self.timers.borrow_mut().next_deadline() {
+            self.timer_due.set(self.to_core_time(d));
+        }
+        let stats = &self.remote().stats;
+        let busy = stats.busy_ns();
+        let elapsed = now.saturating_sub(self.load_at.get()).max(1);
+        let frac = (busy.saturating_sub(self.load_busy.get()) as f64 / elapsed as f64).min(1.0);
+        stats.set_load(0.7 * stats.load() + 0.3 * frac);
+        let wanting = self.sched.borrow().runnable_partitions() as f64;
+        stats.set_demand(0.7 * stats.demand() + 0.3 * wanting);
+        self.load_at.set(now);
+        self.load_busy.set(busy);
+    }
+}
