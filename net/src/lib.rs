@@ -51,8 +51,9 @@ use std::net::{SocketAddr, ToSocketAddrs};
 
 #[cfg(feature = "hyper")]
 pub mod hyper;
-/// `AsRawFd` and `AsFd` for socket types that keep their source in an
-/// `io: IoSource<_>` field (for `socket2::SockRef` and other fd users).
+/// `AsRawFd` and `AsFd` for socket types that keep their source in an `io`
+/// field with a `get_ref()` (an `IoSource` or a `Stream`),
+/// for `socket2::SockRef` and other fd users.
 macro_rules! impl_fd {
     ($($t:ty),* $(,)?) => {$(
         impl std::os::fd::AsRawFd for $t {
@@ -73,6 +74,28 @@ mod stream;
 mod tcp;
 mod udp;
 mod unix;
+
+/// The `StreamSocket` impl of a protocol's mio stream (its methods have the
+/// same names in every protocol), which is all [`stream::Stream`] needs of
+/// it.
+macro_rules! impl_sockets {
+    ($stream:ty, $addr:ty) => {
+        impl stream::StreamSocket for $stream {
+            type Addr = $addr;
+
+            fn local_addr(&self) -> io::Result<$addr> {
+                <$stream>::local_addr(self)
+            }
+
+            fn peer_addr(&self) -> io::Result<$addr> {
+                <$stream>::peer_addr(self)
+            }
+        }
+    };
+}
+
+impl_sockets!(mio::net::TcpStream, SocketAddr);
+impl_sockets!(mio::net::UnixStream, std::os::unix::net::SocketAddr);
 
 pub use tcp::{TcpListener, TcpStream};
 pub use udp::UdpSocket;

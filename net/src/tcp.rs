@@ -4,11 +4,12 @@ use std::fmt;
 use std::io;
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
 
-use fairloop_runtime::io::{Direction, IoSource, StreamSource};
+use fairloop_runtime::io::{Direction, IoSource};
 use futures_lite::future::poll_fn;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::resolve;
+use crate::stream::Stream;
 
 /// A TCP socket listening for connections.
 ///
@@ -63,7 +64,12 @@ impl TcpListener {
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
         let (stream, addr) =
             poll_fn(|cx| self.io.poll_io(cx, Direction::Read, |l| l.accept())).await?;
-        Ok((TcpStream::from_mio(stream), addr))
+        Ok((
+            TcpStream {
+                io: Stream::new(stream),
+            },
+            addr,
+        ))
     }
 
     /// The address the listener is bound to.
@@ -88,21 +94,16 @@ impl fmt::Debug for TcpListener {
 /// feature it implements `tokio::io::AsyncRead`/`AsyncWrite` too, and with
 /// the `hyper` feature `hyper::rt::Read`/`Write` (no adapter needed).
 pub struct TcpStream {
-    io: StreamSource<mio::net::TcpStream>,
+    io: Stream<mio::net::TcpStream>,
 }
 
 impl TcpStream {
-    fn from_mio(stream: mio::net::TcpStream) -> Self {
-        TcpStream {
-            io: StreamSource::new(stream),
-        }
-    }
-
     /// Wraps a connected std stream (for one configured by hand, e.g. with
     /// `socket2`); it is switched to non-blocking mode here.
     pub fn from_std(stream: std::net::TcpStream) -> io::Result<Self> {
-        stream.set_nonblocking(true)?;
-        Ok(TcpStream::from_mio(mio::net::TcpStream::from_std(stream)))
+        Ok(TcpStream {
+            io: Stream::from_std(stream)?,
+        })
     }
 
     /// Connects to `addr` (trying each address it resolves to in turn).
@@ -120,9 +121,8 @@ impl TcpStream {
     }
 
     async fn connect_one(addr: SocketAddr) -> io::Result<Self> {
-        let stream = TcpStream::from_mio(mio::net::TcpStream::connect(addr)?);
-        crate::stream::connected(&stream.io).await?;
-        Ok(stream)
+        let io = Stream::connect(mio::net::TcpStream::connect(addr)?).await?;
+        Ok(TcpStream { io })
     }
 
     /// Sets `TCP_NODELAY` (no Nagle delay for small writes).
@@ -137,12 +137,12 @@ impl TcpStream {
 
     /// The remote address.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.io.get_ref().peer_addr()
+        self.io.peer_addr()
     }
 
     /// The local address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.io.get_ref().local_addr()
+        self.io.local_addr()
     }
 
     /// Shuts down the read half, the write half (the peer reads end of
@@ -151,18 +151,19 @@ impl TcpStream {
     /// half shuts right after them. Writes afterwards fail with
     /// `BrokenPipe`.
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        self.io.shutdown(how)
+        self.io.source.shutdown(how)
     }
 
     /// Reads what the peer sent without consuming it (`MSG_PEEK`): for
     /// routing a connection by its first bytes before anyone reads them.
     pub async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
         // Bytes the runtime already received (and no read took) come first.
-        if let Some(n) = self.io.peek_buffered(buf) {
+        if let Some(n) = self.io.source.peek_buffered(buf) {
             return Ok(n);
         }
         poll_fn(|cx| {
             self.io
+                .source
                 .readiness()
                 .poll_io(cx, Direction::Read, |s| s.peek(buf))
         })
@@ -175,10 +176,7 @@ crate::stream::impl_stream_io!(&TcpStream);
 
 impl fmt::Debug for TcpStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TcpStream")
-            .field("local_addr", &self.local_addr().ok())
-            .field("peer_addr", &self.peer_addr().ok())
-            .finish()
+        self.io.fmt_as("TcpStream", f)
     }
 }
 

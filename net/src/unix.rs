@@ -7,9 +7,11 @@ use std::net::Shutdown;
 use std::os::unix::net::SocketAddr;
 use std::path::Path;
 
-use fairloop_runtime::io::{Direction, IoSource, StreamSource};
+use fairloop_runtime::io::{Direction, IoSource};
 use futures_lite::future::poll_fn;
 use socket2::{Domain, SockAddr, Socket, Type};
+
+use crate::stream::Stream;
 
 /// A Unix domain socket listening for connections.
 ///
@@ -46,7 +48,12 @@ impl UnixListener {
     pub async fn accept(&self) -> io::Result<(UnixStream, SocketAddr)> {
         let (stream, addr) =
             poll_fn(|cx| self.io.poll_io(cx, Direction::Read, |l| l.accept())).await?;
-        Ok((UnixStream::from_mio(stream), addr))
+        Ok((
+            UnixStream {
+                io: Stream::new(stream),
+            },
+            addr,
+        ))
     }
 
     /// The address the listener is bound to.
@@ -76,46 +83,43 @@ impl fmt::Debug for UnixListener {
 /// feature it implements `tokio::io::AsyncRead`/`AsyncWrite` too, and with
 /// the `hyper` feature `hyper::rt::Read`/`Write`.
 pub struct UnixStream {
-    io: StreamSource<mio::net::UnixStream>,
+    io: Stream<mio::net::UnixStream>,
 }
 
 impl UnixStream {
-    fn from_mio(stream: mio::net::UnixStream) -> Self {
-        UnixStream {
-            io: StreamSource::new(stream),
-        }
-    }
-
     /// Connects to the socket file `path`. No listener there is
     /// `ErrorKind::ConnectionRefused` (or `NotFound` if there is no file);
     /// a listener whose backlog is full is `ErrorKind::WouldBlock`.
     pub async fn connect(path: impl AsRef<Path>) -> io::Result<Self> {
-        let stream = UnixStream::from_mio(mio::net::UnixStream::connect(path)?);
-        crate::stream::connected(&stream.io).await?;
-        Ok(stream)
+        let io = Stream::connect(mio::net::UnixStream::connect(path)?).await?;
+        Ok(UnixStream { io })
     }
 
     /// A pair of connected streams (`socketpair`).
     pub fn pair() -> io::Result<(UnixStream, UnixStream)> {
         let (a, b) = mio::net::UnixStream::pair()?;
-        Ok((UnixStream::from_mio(a), UnixStream::from_mio(b)))
+        Ok((
+            UnixStream { io: Stream::new(a) },
+            UnixStream { io: Stream::new(b) },
+        ))
     }
 
     /// Wraps a connected std stream; it is switched to non-blocking mode
     /// here.
     pub fn from_std(stream: std::os::unix::net::UnixStream) -> io::Result<Self> {
-        stream.set_nonblocking(true)?;
-        Ok(UnixStream::from_mio(mio::net::UnixStream::from_std(stream)))
+        Ok(UnixStream {
+            io: Stream::from_std(stream)?,
+        })
     }
 
     /// The address of the other end (unnamed for a client or a pair).
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.io.get_ref().peer_addr()
+        self.io.peer_addr()
     }
 
     /// The local address (unnamed for a client or a pair).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.io.get_ref().local_addr()
+        self.io.local_addr()
     }
 
     /// Shuts down the read half, the write half (the peer reads end of
@@ -124,7 +128,7 @@ impl UnixStream {
     /// half shuts right after them. Writes afterwards fail with
     /// `BrokenPipe`.
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        self.io.shutdown(how)
+        self.io.source.shutdown(how)
     }
 
     /// Takes the pending socket error (`SO_ERROR`), if any.
@@ -138,10 +142,7 @@ crate::stream::impl_stream_io!(&UnixStream);
 
 impl fmt::Debug for UnixStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UnixStream")
-            .field("local_addr", &self.local_addr().ok())
-            .field("peer_addr", &self.peer_addr().ok())
-            .finish()
+        self.io.fmt_as("UnixStream", f)
     }
 }
 
