@@ -52,7 +52,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 #[cfg(feature = "hyper")]
 pub mod hyper;
 /// `AsRawFd` and `AsFd` for socket types that keep their source in an `io`
-/// field with a `get_ref()` (an `IoSource` or a `Stream`),
+/// field with a `get_ref()` (an `IoSource`, a `Listener` or a `Stream`),
 /// for `socket2::SockRef` and other fd users.
 macro_rules! impl_fd {
     ($($t:ty),* $(,)?) => {$(
@@ -70,16 +70,30 @@ macro_rules! impl_fd {
     )*};
 }
 
+mod listener;
 mod stream;
 mod tcp;
 mod udp;
 mod unix;
 
-/// The `StreamSocket` impl of a protocol's mio stream (its methods have the
-/// same names in every protocol), which is all [`stream::Stream`] needs of
-/// it.
+/// The `Accept` and `StreamSocket` impls of a protocol's mio listener and
+/// stream (their methods have the same names in every protocol), which is
+/// all [`listener::Listener`] and [`stream::Stream`] need of them.
 macro_rules! impl_sockets {
-    ($stream:ty, $addr:ty) => {
+    ($listener:ty, $stream:ty, $addr:ty) => {
+        impl listener::Accept for $listener {
+            type Stream = $stream;
+            type Addr = $addr;
+
+            fn accept(&self) -> io::Result<($stream, $addr)> {
+                <$listener>::accept(self)
+            }
+
+            fn local_addr(&self) -> io::Result<$addr> {
+                <$listener>::local_addr(self)
+            }
+        }
+
         impl stream::StreamSocket for $stream {
             type Addr = $addr;
 
@@ -94,8 +108,12 @@ macro_rules! impl_sockets {
     };
 }
 
-impl_sockets!(mio::net::TcpStream, SocketAddr);
-impl_sockets!(mio::net::UnixStream, std::os::unix::net::SocketAddr);
+impl_sockets!(mio::net::TcpListener, mio::net::TcpStream, SocketAddr);
+impl_sockets!(
+    mio::net::UnixListener,
+    mio::net::UnixStream,
+    std::os::unix::net::SocketAddr
+);
 
 pub use tcp::{TcpListener, TcpStream};
 pub use udp::UdpSocket;

@@ -4,10 +4,11 @@ use std::fmt;
 use std::io;
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
 
-use fairloop_runtime::io::{Direction, IoSource};
+use fairloop_runtime::io::Direction;
 use futures_lite::future::poll_fn;
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::listener::Listener;
 use crate::resolve;
 use crate::stream::Stream;
 
@@ -17,7 +18,7 @@ use crate::stream::Stream;
 /// accepts; each accepted [`TcpStream`] registers with the core of the task
 /// that first uses it.
 pub struct TcpListener {
-    io: IoSource<mio::net::TcpListener>,
+    io: Listener<mio::net::TcpListener>,
 }
 
 impl TcpListener {
@@ -41,12 +42,8 @@ impl TcpListener {
             if reuseport {
                 socket.set_reuse_port(true)?;
             }
-            socket.set_nonblocking(true)?;
-            socket.bind(&addr.into())?;
-            socket.listen(1024)?;
-            let std: std::net::TcpListener = socket.into();
             Ok(TcpListener {
-                io: IoSource::new(mio::net::TcpListener::from_std(std)),
+                io: Listener::bind(socket, &addr.into())?,
             })
         })
     }
@@ -54,35 +51,26 @@ impl TcpListener {
     /// Wraps a std listener (for one configured by hand, e.g. with
     /// `socket2`); it is switched to non-blocking mode here.
     pub fn from_std(listener: std::net::TcpListener) -> io::Result<Self> {
-        listener.set_nonblocking(true)?;
         Ok(TcpListener {
-            io: IoSource::new(mio::net::TcpListener::from_std(listener)),
+            io: Listener::from_std(listener)?,
         })
     }
 
     /// Waits for a connection.
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
-        let (stream, addr) =
-            poll_fn(|cx| self.io.poll_io(cx, Direction::Read, |l| l.accept())).await?;
-        Ok((
-            TcpStream {
-                io: Stream::new(stream),
-            },
-            addr,
-        ))
+        let (io, addr) = self.io.accept().await?;
+        Ok((TcpStream { io }, addr))
     }
 
     /// The address the listener is bound to.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.io.get_ref().local_addr()
+        self.io.local_addr()
     }
 }
 
 impl fmt::Debug for TcpListener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TcpListener")
-            .field("local_addr", &self.local_addr().ok())
-            .finish()
+        self.io.fmt_as("TcpListener", f)
     }
 }
 

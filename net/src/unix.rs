@@ -11,6 +11,7 @@ use fairloop_runtime::io::{Direction, IoSource};
 use futures_lite::future::poll_fn;
 use socket2::{Domain, SockAddr, Socket, Type};
 
+use crate::listener::Listener;
 use crate::stream::Stream;
 
 /// A Unix domain socket listening for connections.
@@ -18,7 +19,7 @@ use crate::stream::Stream;
 /// Binding creates the socket file; it is not removed when the listener is
 /// dropped (remove it yourself, as with std's `UnixListener`).
 pub struct UnixListener {
-    io: IoSource<mio::net::UnixListener>,
+    io: Listener<mio::net::UnixListener>,
 }
 
 impl UnixListener {
@@ -26,39 +27,28 @@ impl UnixListener {
     /// `ErrorKind::AddrInUse`.
     pub fn bind(path: impl AsRef<Path>) -> io::Result<Self> {
         let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
-        socket.set_nonblocking(true)?;
-        socket.bind(&SockAddr::unix(path)?)?;
-        socket.listen(1024)?;
-        let std: std::os::unix::net::UnixListener = socket.into();
         Ok(UnixListener {
-            io: IoSource::new(mio::net::UnixListener::from_std(std)),
+            io: Listener::bind(socket, &SockAddr::unix(path)?)?,
         })
     }
 
     /// Wraps a std listener; it is switched to non-blocking mode here.
     pub fn from_std(listener: std::os::unix::net::UnixListener) -> io::Result<Self> {
-        listener.set_nonblocking(true)?;
         Ok(UnixListener {
-            io: IoSource::new(mio::net::UnixListener::from_std(listener)),
+            io: Listener::from_std(listener)?,
         })
     }
 
     /// Waits for a connection: the stream and the client's address (usually
     /// unnamed).
     pub async fn accept(&self) -> io::Result<(UnixStream, SocketAddr)> {
-        let (stream, addr) =
-            poll_fn(|cx| self.io.poll_io(cx, Direction::Read, |l| l.accept())).await?;
-        Ok((
-            UnixStream {
-                io: Stream::new(stream),
-            },
-            addr,
-        ))
+        let (io, addr) = self.io.accept().await?;
+        Ok((UnixStream { io }, addr))
     }
 
     /// The address the listener is bound to.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.io.get_ref().local_addr()
+        self.io.local_addr()
     }
 
     /// Takes the pending socket error (`SO_ERROR`), if any.
@@ -69,9 +59,7 @@ impl UnixListener {
 
 impl fmt::Debug for UnixListener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UnixListener")
-            .field("local_addr", &self.local_addr().ok())
-            .finish()
+        self.io.fmt_as("UnixListener", f)
     }
 }
 
