@@ -151,11 +151,10 @@ macro_rules! write_methods {
 
 pub(crate) use write_methods;
 
-/// Implements the IO traits for a stream type `$t` with a field
-/// `io: Stream<S>` (`$t` may be a reference to such a type), over the
-/// [`StreamSource`] inside.
+/// Implements the IO traits for a public stream type `$t` with a field
+/// `io: Stream<S>`, and for `&$t`, over the [`StreamSource`] inside.
 macro_rules! impl_stream_io {
-    ($t:ty) => {
+    (@one $t:ty) => {
         impl futures_io::AsyncRead for $t {
             fn poll_read(
                 self: std::pin::Pin<&mut Self>,
@@ -228,6 +227,10 @@ macro_rules! impl_stream_io {
         impl hyper::rt::Write for $t {
             crate::stream::write_methods!(with_shutdown);
         }
+    };
+    ($t:ty) => {
+        crate::stream::impl_stream_io!(@one $t);
+        crate::stream::impl_stream_io!(@one &$t);
     };
 }
 

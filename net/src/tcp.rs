@@ -160,7 +160,6 @@ impl TcpStream {
 }
 
 crate::stream::impl_stream_io!(TcpStream);
-crate::stream::impl_stream_io!(&TcpStream);
 
 impl fmt::Debug for TcpStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -126,7 +126,6 @@ impl UnixStream {
 }
 
 crate::stream::impl_stream_io!(UnixStream);
-crate::stream::impl_stream_io!(&UnixStream);
 
 impl fmt::Debug for UnixStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
