@@ -101,12 +101,14 @@ impl Unparker {
     }
 
     /// The core's park token (the core side of the protocol uses it).
+    #[inline]
     pub(crate) fn flag(&self) -> &ParkFlag {
         &self.flag
     }
 
     /// Wakes the core if it is parked. Call after making work visible to
     /// it; a running core costs no syscall.
+    #[inline]
     pub(crate) fn unpark(&self) {
         if self.flag.should_wake() {
             // An error here means the eventfd is gone with its Poll: the

@@ -173,6 +173,7 @@ pub(crate) fn run(
 
 impl Reactor {
     /// What other threads may touch of this core.
+    #[inline]
     pub(crate) fn remote(&self) -> &Remote {
         self.runtime.remote(self.index)
     }

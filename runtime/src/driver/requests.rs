@@ -40,6 +40,7 @@ impl Door {
     }
 
     /// Whether ring requests wait (the core checks before it parks).
+    #[inline]
     pub(crate) fn has_requests(&self) -> bool {
         self.requests.is_pending()
     }
@@ -50,6 +51,7 @@ impl Door {
     }
 
     /// How producers wake the core.
+    #[inline]
     pub(crate) fn unparker(&self) -> &Unparker {
         &self.unparker
     }

@@ -74,6 +74,7 @@ impl PartitionInner {
 
     /// Announces this partition to its owner after a push onto
     /// `injector`, once per batch (see [`Route::announce`]).
+    #[inline]
     pub(crate) fn notify_owner(self: &Arc<Self>) {
         let Some(owner) = self.route.announce() else {
             return;
@@ -92,6 +93,7 @@ impl PartitionInner {
     }
 
     /// The core that owns the partition now.
+    #[inline]
     pub(crate) fn owner(&self) -> usize {
         self.route.owner()
     }

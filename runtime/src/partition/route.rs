@@ -64,11 +64,13 @@ impl Route {
     }
 
     /// The core that owns the partition now (or will, once in transit).
+    #[inline]
     pub(crate) fn owner(&self) -> usize {
         self.owner.load(Ordering::Acquire)
     }
 
     /// Whether the partition is between two cores.
+    #[inline]
     pub(crate) fn in_transit(&self) -> bool {
         self.transit.load(Ordering::Acquire)
     }
@@ -76,6 +78,7 @@ impl Route {
     /// Producer side, after a push onto the injection queue: the core to
     /// announce the partition to, or `None` if an announcement is already
     /// pending (the owner will drain this push with it).
+    #[inline]
     pub(crate) fn announce(&self) -> Option<usize> {
         if self.announced.swap(true, Ordering::AcqRel) {
             return None;
@@ -85,6 +88,7 @@ impl Route {
 
     /// Owner side, for an announcement core `me` took from its pending
     /// queue: clears the flag (before any drain), then says what to do.
+    #[inline]
     pub(crate) fn take_announcement(&self, me: usize) -> Announcement {
         self.announced.swap(false, Ordering::AcqRel);
         if self.owner() != me {

@@ -311,6 +311,13 @@ mod loom_tests {
         }
     }
 
+    /// Starts the foreign thread that wakes task 1 (parked, waiting for a
+    /// wake) in both models.
+    fn wake_task_1_elsewhere(w: &Arc<World>) -> thread::JoinHandle<()> {
+        let w = w.clone();
+        thread::spawn(move || w.foreign_wake(1))
+    }
+
     /// A migration racing a foreign wake: task 0 moves with the partition,
     /// task 1 is woken from a foreign thread mid-move. Each is polled
     /// exactly once, on the new owner.
@@ -318,10 +325,7 @@ mod loom_tests {
     fn migration_racing_a_foreign_wake() {
         crate::loom::model(|| {
             let w = Arc::new(World::new());
-            let waker = {
-                let w = w.clone();
-                thread::spawn(move || w.foreign_wake(1))
-            };
+            let waker = wake_task_1_elsewhere(&w);
             let b = {
                 let w = w.clone();
                 thread::spawn(move || {
@@ -362,10 +366,7 @@ mod loom_tests {
     fn shutdown_racing_a_migration() {
         crate::loom::model(|| {
             let w = Arc::new(World::new());
-            let waker = {
-                let w = w.clone();
-                thread::spawn(move || w.foreign_wake(1))
-            };
+            let waker = wake_task_1_elsewhere(&w);
             let b = {
                 let w = w.clone();
                 thread::spawn(move || {

@@ -95,11 +95,13 @@ impl Remote {
 
     /// Wakes the core if it is parked (see [`crate::park`]). Call after
     /// making work visible to it.
+    #[inline]
     pub(crate) fn unpark(&self) {
         self.door.unparker().unpark();
     }
 
     /// Whether ring requests wait (the core checks before it parks).
+    #[inline]
     pub(crate) fn has_requests(&self) -> bool {
         self.door.has_requests()
     }
@@ -109,6 +111,7 @@ impl Remote {
         self.door.take_requests()
     }
 
+    #[inline]
     pub(crate) fn park_flag(&self) -> &ParkFlag {
         self.door.unparker().flag()
     }

@@ -70,6 +70,7 @@ impl RuntimeInner {
     }
 
     /// What other threads may touch of core `core`.
+    #[inline]
     pub(crate) fn remote(&self, core: usize) -> &Remote {
         &self.cores[core]
     }
