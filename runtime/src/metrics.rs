@@ -92,8 +92,10 @@ pub struct PartitionMetrics {
     pub migrations: u64,
 }
 
-/// A core's counters, written only by the core's own thread.
+/// A core's counters, written only by the core's own thread (on lines of
+/// their own, so other threads' writes nearby cannot slow the core).
 #[derive(Debug, Default)]
+#[repr(align(128))]
 pub(crate) struct CoreStats {
     pub(crate) pinned: AtomicBool,
     busy_ns: AtomicU64,

@@ -19,6 +19,12 @@ use crate::park::Unparker;
 
 /// A core's door: the requests other threads have for its ring, and the
 /// means to wake it.
+///
+/// Aligned to its own cache lines: producers swap the park token in it on
+/// every announcement, and it must not share a line with whatever the
+/// allocator puts next (such as the core's counters, which the core writes
+/// every turn).
+#[repr(align(128))]
 pub(crate) struct Door {
     requests: RequestQueue<RingRequest>,
     unparker: Unparker,
