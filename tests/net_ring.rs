@@ -73,6 +73,7 @@ in_both_modes!(
     a_dropped_stream_whose_peer_never_reads_is_bounded,
     runtime_shutdown_never_truncates_silently,
     more_reads_complete_at_once_than_the_pool_has_buffers,
+    peek_after_an_abandoned_read,
 );
 
 /// Whether a runtime that asks for io_uring gets it on this machine
@@ -593,6 +594,49 @@ fn small_buffer_reads_and_peek(io_uring: bool) {
 
         drop(peer);
         assert_eq!(s.read(&mut buf).await.expect("read at the end"), 0);
+    });
+}
+
+/// A read abandoned by a timeout leaves its `recv` in flight on the ring;
+/// a `peek` that then waits for bytes must see the ones that recv takes in,
+/// and the reads after it get every byte, in order. The bytes arrive while
+/// the core is busy with another task, so the recv takes them before the
+/// peek looks again: the peek used to wait on epoll for bytes that were no
+/// longer in the socket, and hung.
+fn peek_after_an_abandoned_read(io_uring: bool) {
+    let rt = rt_mode(1, io_uring);
+    let (ours, mut peer) = tcp_pair();
+    let msg = payload(9, 50);
+    let more = payload(10, 30);
+    let (msg2, more2) = (msg.clone(), more.clone());
+    rt.block_on(async move {
+        let mut s = TcpStream::from_std(ours).expect("from_std");
+        let mut buf = [0u8; 64];
+        let abandoned = timeout(Duration::from_millis(20), s.read(&mut buf)).await;
+        assert!(abandoned.is_err(), "nothing was sent yet: {abandoned:?}");
+        let writer = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(50));
+            peer.write_all(&msg2).expect("peer sends");
+            peer
+        });
+        // Runs once this task waits in `peek`, and keeps the core busy
+        // while the bytes arrive.
+        spawn(async { thread::sleep(Duration::from_millis(200)) }).detach();
+        let mut pk = [0u8; 64];
+        let n = timeout(WAIT, s.peek(&mut pk))
+            .await
+            .expect("the peek sees the bytes sent after it began")
+            .expect("peek");
+        assert!(n > 0, "peek gave 0 bytes");
+        assert_same_bytes(&pk[..n], &msg[..n], "peek");
+        let mut got = vec![0u8; msg.len()];
+        s.read_exact(&mut got).await.expect("read after the peek");
+        assert_same_bytes(&got, &msg, "the bytes after the peek");
+        let mut peer = writer.join().expect("writer thread");
+        peer.write_all(&more2).expect("peer sends more");
+        let mut got = vec![0u8; more.len()];
+        s.read_exact(&mut got).await.expect("read the rest");
+        assert_same_bytes(&got, &more, "the next bytes, in order");
     });
 }
 

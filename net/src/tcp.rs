@@ -4,7 +4,6 @@ use std::fmt;
 use std::io;
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
 
-use fairloop_runtime::io::Direction;
 use futures_lite::future::poll_fn;
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -145,17 +144,9 @@ impl TcpStream {
     /// Reads what the peer sent without consuming it (`MSG_PEEK`): for
     /// routing a connection by its first bytes before anyone reads them.
     pub async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
-        // Bytes the runtime already received (and no read took) come first.
-        if let Some(n) = self.io.source.peek_buffered(buf) {
-            return Ok(n);
-        }
-        poll_fn(|cx| {
-            self.io
-                .source
-                .readiness()
-                .poll_io(cx, Direction::Read, |s| s.peek(buf))
-        })
-        .await
+        // Bytes the runtime already received (and no read took) come
+        // first, and a receive still in flight is waited for.
+        poll_fn(|cx| self.io.source.poll_peek(cx, buf)).await
     }
 }
 

@@ -48,6 +48,8 @@ use uring::{Ring, RingOwner};
 /// The token of each core's `mio::Waker`.
 pub(crate) const WAKER_TOKEN: Token = Token(0);
 const TIMER_TOKEN: Token = Token(1);
+/// The longest the timer fd is armed for in one go.
+const MAX_ARM: Duration = Duration::from_secs(86_400);
 
 /// One core's IO driver: see the module docs.
 pub(crate) struct Driver {
@@ -188,10 +190,13 @@ impl Driver {
         }
         let value = match deadline {
             // A zero it_value disarms the timer, so an already-due deadline
-            // becomes one nanosecond.
+            // becomes one nanosecond. A deadline centuries away is armed
+            // for a day at most (the core then finds nothing due and arms
+            // again), so no value near the limits of `time_t` reaches the
+            // kernel.
             Some(d) => d
                 .saturating_duration_since(Instant::now())
-                .max(Duration::from_nanos(1)),
+                .clamp(Duration::from_nanos(1), MAX_ARM),
             None => Duration::ZERO,
         };
         let spec = Itimerspec {
@@ -207,5 +212,14 @@ impl Driver {
         timerfd_settime(&self.timerfd, TimerfdTimerFlags::empty(), &spec)?;
         self.armed = deadline;
         Ok(())
+    }
+}
+
+/// Calls every waker in `wakers`. A waker is user code (a combinator may
+/// make its own): one that panics is contained here, so it cannot unwind
+/// out of the core's loop and take the core, and every task on it, down.
+pub(crate) fn wake_all(wakers: Vec<Waker>) {
+    for w in wakers {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.wake()));
     }
 }

@@ -218,7 +218,7 @@ pub(crate) mod loom_tests {
     /// lost.
     #[test]
     fn batched_announcements_lose_no_task() {
-        use crate::partition::route::{Announcement, Route};
+        use crate::partition::route::{Holder, Route};
         crate::loom::model(|| {
             struct Partition {
                 injector: AtomicUsize,
@@ -256,7 +256,7 @@ pub(crate) mod loom_tests {
             while taken < TASKS {
                 if core.queue.swap(0, Ordering::Acquire) > 0 {
                     let what = part.route.take_announcement(0);
-                    assert_eq!(what, Announcement::Drain);
+                    assert_eq!(what, Holder::Here);
                     taken += part.injector.swap(0, Ordering::Acquire);
                     continue;
                 }

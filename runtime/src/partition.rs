@@ -85,7 +85,9 @@ impl Partition {
     /// outside 1..=10,000.
     pub fn set_shares(&self, shares: u32) -> io::Result<()> {
         let shares = check_shares(shares).map_err(invalid)?;
-        self.inner.shares.store(shares, Ordering::Relaxed);
+        // Release: the core that reads it (applying it, or adopting the
+        // partition) sees the new value.
+        self.inner.shares.store(shares, Ordering::Release);
         self.inner.runtime.apply_shares(&self.inner);
         Ok(())
     }

@@ -207,11 +207,7 @@ impl Reactor {
     }
 
     pub(super) fn to_core_time(&self, t: Instant) -> Nanos {
-        let (instant, nanos) = self.anchor.get();
-        match t.checked_duration_since(instant) {
-            Some(d) => nanos.saturating_add(d.as_nanos() as Nanos),
-            None => nanos.saturating_sub(instant.duration_since(t).as_nanos() as Nanos),
-        }
+        core_time(self.anchor.get(), t)
     }
 
     /// Takes one unit of the running task's IO budget.
@@ -267,7 +263,7 @@ impl Reactor {
             return None;
         }
         let params = PartitionParams {
-            shares: p.shares.load(Ordering::Relaxed),
+            shares: p.shares.load(Ordering::Acquire),
             latency: p.latency,
         };
         let key = self
@@ -310,13 +306,59 @@ impl Reactor {
         self.retiring.borrow_mut().push(p);
     }
 
-    pub(crate) fn apply_shares(&self, p: &PartitionInner) {
-        let slot = p.slot.load(Ordering::Relaxed);
-        if p.owner() == self.index && slot != NOT_ATTACHED {
-            self.sched.borrow_mut().set_shares(
-                PartitionKey::from_index(slot),
-                p.shares.load(Ordering::Relaxed),
-            );
+    /// Applies `p`'s new shares here, or sends them on to the core that
+    /// owns `p` now (see [`Route::route_change`]).
+    ///
+    /// [`Route::route_change`]: crate::partition::route::Route::route_change
+    pub(crate) fn apply_shares(&self, p: &Arc<PartitionInner>) {
+        p.route.route_change(
+            self.index,
+            || {
+                let slot = p.slot.load(Ordering::Relaxed);
+                // Not attached yet: `key_of` reads the shares when it is.
+                if slot != NOT_ATTACHED {
+                    self.sched.borrow_mut().set_shares(
+                        PartitionKey::from_index(slot),
+                        p.shares.load(Ordering::Acquire),
+                    );
+                }
+            },
+            |owner| {
+                let forward = Control::SetShares(p.clone());
+                self.runtime.remote(owner).send(forward);
+            },
+        );
+    }
+}
+
+/// `t` on a core's clock, given an `anchor` (a reading of both clocks at
+/// one moment). Saturates instead of truncating: a deadline centuries away
+/// is `Nanos::MAX` (never due), not a wrapped small number (due at once).
+fn core_time((instant, nanos): (Instant, Nanos), t: Instant) -> Nanos {
+    let saturating = |d: std::time::Duration| Nanos::try_from(d.as_nanos()).unwrap_or(Nanos::MAX);
+    match t.checked_duration_since(instant) {
+        Some(d) => nanos.saturating_add(saturating(d)),
+        None => nanos.saturating_sub(saturating(instant.duration_since(t))),
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::core_time;
+
+    #[test]
+    fn core_time_saturates_for_deadlines_centuries_away() {
+        let now = Instant::now();
+        let anchor = (now, 1_000);
+        assert_eq!(core_time(anchor, now + Duration::from_nanos(5)), 1_005);
+        let far = now
+            .checked_add(Duration::from_secs(1000 * 365 * 86_400))
+            .expect("representable");
+        assert_eq!(core_time(anchor, far), u64::MAX, "must not wrap");
+        if let Some(past) = now.checked_sub(Duration::from_secs(1)) {
+            assert_eq!(core_time(anchor, past), 0, "the past saturates at 0");
         }
     }
 }

@@ -197,7 +197,9 @@ impl Runtime {
             drop(stop);
             let _ = balancer.join();
         }
-        let deadline = limit.map(|d| Instant::now() + d);
+        // A limit too far away to add to the clock (`Duration::MAX`) is no
+        // limit.
+        let deadline = limit.and_then(|d| Instant::now().checked_add(d));
         let me = thread::current().id();
         for t in self.threads.drain(..) {
             if t.thread().id() == me {

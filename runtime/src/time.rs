@@ -19,11 +19,12 @@ use std::io;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::context::with_core;
 use crate::error::outside_core;
+use crate::reactor::Reactor;
 
 mod heap;
 
@@ -75,21 +76,51 @@ impl Sleep {
         Instant::now() >= self.deadline
     }
 
-    /// Moves the deadline (earlier or later), as if newly created.
+    /// Moves the deadline (earlier or later). A sleep that was already
+    /// waiting keeps its waker: its task is woken at the new deadline
+    /// without polling the sleep again in between (as tokio's `reset`
+    /// does, which hyper's `Timer::reset` relies on).
     pub fn reset(&mut self, deadline: Instant) {
-        self.cancel();
+        let waker = self.cancel();
         self.deadline = deadline;
-    }
-
-    fn cancel(&mut self) {
-        if let Some(t) = self.timer.take() {
-            t.cancelled.store(true, Ordering::Relaxed);
-            // The heap drops its entry lazily; the task's waker must not
-            // wait for that, or it would keep the task (and its partition)
-            // alive until the deadline.
-            drop(t.waker.take());
+        let Some(waker) = waker else {
+            return;
+        };
+        if Instant::now() >= deadline {
+            // Due already: the task's next poll completes.
+            waker.wake();
+            return;
+        }
+        let armed = with_core(|core| {
+            core.map(|core| {
+                self.timer = Some(register(core, deadline, &waker));
+            })
+        });
+        if armed.is_none() {
+            // Reset off a core thread: the task's next poll registers the
+            // timer on its own core.
+            waker.wake();
         }
     }
+
+    /// Cancels the registered timer, if any, and returns the waker it was
+    /// to wake.
+    fn cancel(&mut self) -> Option<Waker> {
+        let t = self.timer.take()?;
+        t.cancelled.store(true, Ordering::Relaxed);
+        // The heap drops its entry lazily; the task's waker must not wait
+        // for that, or it would keep the task (and its partition) alive
+        // until the deadline.
+        t.waker.take()
+    }
+}
+
+/// Registers a timer for `deadline` that wakes `waker`, on `core`.
+fn register(core: &Reactor, deadline: Instant, waker: &Waker) -> Arc<Timer> {
+    let timer = Arc::new(Timer::default());
+    timer.waker.register(waker);
+    core.add_timer(deadline, timer.clone());
+    timer
 }
 
 impl Future for Sleep {
@@ -111,11 +142,9 @@ impl Future for Sleep {
         if Instant::now() >= self.deadline {
             return Poll::Ready(());
         }
-        let timer = Arc::new(Timer::default());
-        timer.waker.register(cx.waker());
         let deadline = self.deadline;
-        with_core(|core| match core {
-            Some(core) => core.add_timer(deadline, timer.clone()),
+        let timer = with_core(|core| match core {
+            Some(core) => register(core, deadline, cx.waker()),
             None => outside_core("fairloop::time::Sleep"),
         });
         self.timer = Some(timer);
@@ -125,7 +154,7 @@ impl Future for Sleep {
 
 impl Drop for Sleep {
     fn drop(&mut self) {
-        self.cancel();
+        drop(self.cancel());
     }
 }
 
@@ -234,15 +263,7 @@ impl Interval {
     pub async fn tick(&mut self) -> Instant {
         let scheduled = self.next;
         sleep_until(scheduled).await;
-        let now = Instant::now();
-        let mut next = scheduled + self.period;
-        if next <= now {
-            let behind = now.duration_since(scheduled);
-            let periods =
-                (behind.as_nanos() / self.period.as_nanos()).min(u32::MAX as u128 - 1) as u32 + 1;
-            next = scheduled + self.period * periods;
-        }
-        self.next = next;
+        self.next = next_tick(scheduled, self.period, Instant::now());
         scheduled
     }
 
@@ -253,6 +274,30 @@ impl Interval {
 
     /// Makes the next tick one period from now.
     pub fn reset(&mut self) {
-        self.next = Instant::now() + self.period;
+        self.next = Instant::now()
+            .checked_add(self.period)
+            .unwrap_or_else(far_future);
     }
+}
+
+/// The tick after `scheduled`: one period later, or, if that has passed
+/// by `now`, the first multiple of `period` after `now` (missed ticks are
+/// skipped, however many). A tick beyond what an `Instant` can hold is
+/// [`far_future`]: it never comes.
+fn next_tick(scheduled: Instant, period: Duration, now: Instant) -> Instant {
+    if let Some(next) = scheduled.checked_add(period) {
+        if next > now {
+            return next;
+        }
+    }
+    // In nanoseconds as u128: no period or stall is too long to count.
+    let period_ns = period.as_nanos();
+    let behind = now.saturating_duration_since(scheduled).as_nanos();
+    let ahead_ns = (behind / period_ns + 1).saturating_mul(period_ns);
+    let secs = u64::try_from(ahead_ns / 1_000_000_000);
+    let ahead = secs.map(|s| Duration::new(s, (ahead_ns % 1_000_000_000) as u32));
+    ahead
+        .ok()
+        .and_then(|d| scheduled.checked_add(d))
+        .unwrap_or_else(far_future)
 }

@@ -112,6 +112,16 @@ impl Readiness {
         (seen & dir.mask() != 0).then_some(seen)
     }
 
+    /// Wakes whoever waits in either direction (the source stopped being
+    /// watched: they must look again).
+    pub(crate) fn wake_waiters(&self) {
+        for waiter in [&self.reader, &self.writer] {
+            if let Some(w) = waiter.take() {
+                w.wake();
+            }
+        }
+    }
+
     /// Parks `waker` as the one waiting for `dir`.
     pub(crate) fn register(&self, dir: Direction, waker: &Waker) {
         match dir {

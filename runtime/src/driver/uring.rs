@@ -41,6 +41,7 @@ use slab::Slab;
 
 use super::bufpool::BufPool;
 use super::requests::Door;
+use super::wake_all;
 use crate::metrics::CoreStats;
 
 /// Submission queue entries; the completion queue gets four times as many.
@@ -372,7 +373,13 @@ impl Ring {
                     let op = self.ops.remove(index);
                     self.owner.stats.add_ring_completion();
                     let buffer = cqueue::buffer_select(flags);
-                    op.target.complete(op.kind, result, buffer, self, wake);
+                    // The handler is the target's code; a panic in it must
+                    // not skip giving the buffer back, nor unwind into the
+                    // core's loop.
+                    let target = op.target;
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        target.complete(op.kind, result, buffer, self, wake)
+                    }));
                     if let (Some(bid), Some(pool)) = (buffer, self.pool.as_mut()) {
                         pool.recycle(bid);
                     }
@@ -449,7 +456,10 @@ impl Drop for Ring {
         if !self.ops.is_empty() {
             let mut wake = Vec::new();
             self.shutdown(Duration::from_secs(1), &mut wake);
-            drop(wake);
+            // Tasks waiting for these operations (on other cores, say) must
+            // hear that they ended: a dropped waker would leave them
+            // waiting forever.
+            wake_all(wake);
         }
         if !self.ops.is_empty() {
             // The kernel did not give these back: their buffers (and the
@@ -461,5 +471,88 @@ impl Drop for Ring {
         } else if let Some(pool) = &self.pool {
             pool.unregister(&self.uring);
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::os::fd::AsRawFd;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::task::{Wake, Waker};
+    use std::time::Duration;
+
+    use io_uring::{opcode, types};
+
+    use super::{OpKind, Ring, RingOwner, RingTarget};
+    use crate::driver::requests::Door;
+    use crate::metrics::CoreStats;
+    use crate::park::Unparker;
+
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A `recv` target that hands back the waker of its waiting task, as
+    /// a stream does.
+    struct Reader {
+        buf: Mutex<[u8; 16]>,
+        waiter: Waker,
+    }
+
+    impl RingTarget for Reader {
+        fn complete(
+            self: Arc<Self>,
+            _: OpKind,
+            _: i32,
+            _: Option<u16>,
+            _: &mut Ring,
+            wake: &mut Vec<Waker>,
+        ) {
+            wake.push(self.waiter.clone());
+        }
+
+        fn on_core(self: Arc<Self>, _: &mut Ring) {}
+    }
+
+    /// A ring dropped with an operation still in flight cancels it, and the
+    /// task waiting for it is woken (its waker used to be dropped, leaving
+    /// the task waiting forever).
+    #[test]
+    fn dropping_a_ring_wakes_the_waiters_of_its_last_operations() {
+        let poll = mio::Poll::new().expect("poll");
+        let waker = mio::Waker::new(poll.registry(), mio::Token(0)).expect("waker");
+        let owner = RingOwner {
+            door: Arc::new(Door::new(Unparker::new(waker))),
+            stats: Arc::new(CoreStats::default()),
+            stream_linger: Duration::from_secs(1),
+        };
+        let mut ring = match Ring::new(poll.as_raw_fd(), owner) {
+            Ok(ring) => ring,
+            Err(e) => {
+                eprintln!("no io_uring here ({e}): nothing to check");
+                return;
+            }
+        };
+        let (ours, _peer) = std::os::unix::net::UnixStream::pair().expect("pair");
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let target = Arc::new(Reader {
+            buf: Mutex::new([0; 16]),
+            waiter: Waker::from(count.clone()),
+        });
+        let ptr = target.buf.lock().unwrap().as_mut_ptr();
+        let entry = opcode::Recv::new(types::Fd(ours.as_raw_fd()), ptr, 16).build();
+        // SAFETY: the buffer lives in `target`, which the ring keeps alive
+        // until the operation completes; nothing else touches it.
+        unsafe { ring.push(entry, OpKind::Recv, target) }.expect("push");
+        let mut woken = Vec::new();
+        ring.poll_now(&mut woken); // the recv reaches the kernel and waits
+        assert!(woken.is_empty(), "nothing was sent");
+        drop(ring);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "the waiter was woken");
     }
 }

@@ -137,33 +137,44 @@ impl<S: AsRawFd> IoSource<S> {
         mut op: impl FnMut(&S) -> io::Result<R>,
         drained: impl Fn(&io::Result<R>) -> bool,
     ) -> Poll<io::Result<R>> {
-        if let Err(e) = self.ensure_registered() {
-            return Poll::Ready(Err(e));
-        }
         let io = &*self.io;
-        loop {
-            let seen = match io.ready(dir) {
-                Some(seen) => seen,
-                None => {
-                    io.register(dir, cx.waker());
-                    // An event may have arrived before the waker was in place.
-                    match io.ready(dir) {
-                        Some(seen) => seen,
-                        None => return Poll::Pending,
-                    }
-                }
-            };
-            if !consume_budget() {
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
+        'registered: loop {
+            if let Err(e) = self.ensure_registered() {
+                return Poll::Ready(Err(e));
             }
-            match op(&self.source) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => io.clear(dir, seen),
-                result => {
-                    if drained(&result) {
-                        io.clear_ready(dir, seen);
+            loop {
+                let seen = match io.ready(dir) {
+                    Some(seen) => seen,
+                    None => {
+                        io.register(dir, cx.waker());
+                        // An event may have arrived before the waker was in
+                        // place.
+                        if let Some(seen) = io.ready(dir) {
+                            seen
+                        } else if self.core.load(Ordering::Acquire) == UNREGISTERED {
+                            // Deregistered since the (lock-free) check above:
+                            // no epoll watches the socket now. Register again
+                            // rather than wait for an event that cannot come.
+                            // (A deregistration after this load wakes the
+                            // waker just registered: see `deregister`.)
+                            continue 'registered;
+                        } else {
+                            return Poll::Pending;
+                        }
                     }
-                    return Poll::Ready(result);
+                };
+                if !consume_budget() {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                match op(&self.source) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => io.clear(dir, seen),
+                    result => {
+                        if drained(&result) {
+                            io.clear_ready(dir, seen);
+                        }
+                        return Poll::Ready(result);
+                    }
                 }
             }
         }
@@ -262,8 +273,15 @@ impl<S: AsRawFd> IoSource<S> {
         if let Some(r) = reg.take() {
             r.table.deregister(&self.source, r.index);
         }
-        self.core.store(UNREGISTERED, Ordering::Relaxed);
+        self.core.store(UNREGISTERED, Ordering::Release);
         self.home_id.store(u64::MAX, Ordering::Relaxed);
+        drop(reg);
+        // A task that took the lock-free path just before this, and parked
+        // its waker, waits for an event no epoll will report any more: wake
+        // it, so that it registers again. (One that parks after this sees
+        // `UNREGISTERED` in `poll_op`; the wakers' own atomic orders the
+        // two.)
+        self.io.wake_waiters();
     }
 }
 
@@ -278,5 +296,59 @@ impl<S: AsRawFd + fmt::Debug> fmt::Debug for IoSource<S> {
         f.debug_struct("IoSource")
             .field("source", &self.source)
             .finish()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::sync::{mpsc, Arc};
+    use std::time::{Duration, Instant};
+
+    use super::{IoSource, UNREGISTERED};
+    use crate::io::Direction;
+    use crate::Runtime;
+
+    /// A task waits for a datagram on a registered source; another thread
+    /// then deregisters the source (as a stream's ring read does from
+    /// another core). The waiter must still get the datagram: it is woken
+    /// and registers again. It used to wait for an event that no epoll
+    /// would report, forever.
+    #[test]
+    fn a_waiter_survives_its_source_being_deregistered() {
+        let rt = Runtime::builder()
+            .cores(1)
+            .pin_cores(false)
+            .build()
+            .expect("runtime");
+        let receiver = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        receiver.set_nonblocking(true).expect("nonblocking");
+        let addr = receiver.local_addr().expect("addr");
+        let source = Arc::new(IoSource::new(mio::net::UdpSocket::from_std(receiver)));
+        let waiting = source.clone();
+        let task = rt.spawn(async move {
+            let mut buf = [0u8; 8];
+            futures_lite::future::poll_fn(|cx| {
+                waiting.poll_io(cx, Direction::Read, |s| s.recv(&mut buf))
+            })
+            .await
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while source.core.load(Ordering::Acquire) == UNREGISTERED {
+            assert!(Instant::now() < deadline, "the task never registered");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(50)); // let it park
+        source.deregister();
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind sender");
+        sender.send_to(b"hi", addr).expect("send");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(futures_lite::future::block_on(task));
+        });
+        let got = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the waiter was never woken after the deregistration");
+        assert_eq!(got.expect("task").expect("recv"), 2);
     }
 }

@@ -370,6 +370,44 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamSource<S> {
         (st.rx_pos < st.rx.len()).then(|| copy_to(buf, &st.rx[st.rx_pos..]))
     }
 
+    /// Copies the next bytes into `buf` without consuming them, like
+    /// `recv` with `MSG_PEEK`: the received bytes no read has taken yet
+    /// come first, then what the socket has. With a `recv` in flight on the
+    /// ring (a read that was given up, by a timeout say), it waits for that
+    /// recv's bytes rather than looking past them into the socket. `Ok(0)`
+    /// is end of stream (or an empty `buf`).
+    pub fn poll_peek(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let mut st = self.inner.state.lock();
+        if st.rx_pos < st.rx.len() {
+            // No recv is in flight while received bytes wait (the next one
+            // is submitted once they are read), so the socket's bytes come
+            // right after them: take those in too, as `MSG_PEEK` would see
+            // them.
+            let waiting = st.rx.len() - st.rx_pos;
+            if waiting < buf.len() && !st.eof && st.rx_error.is_none() {
+                self.inner.top_up(&mut st, buf.len() - waiting);
+            }
+            return Poll::Ready(Ok(copy_to(buf, &st.rx[st.rx_pos..])));
+        }
+        if let Some(e) = &st.rx_error {
+            // Left for the read that follows, as the socket leaves it.
+            return Poll::Ready(Err(io::Error::new(e.kind(), e.to_string())));
+        }
+        if st.eof || buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        if st.recv.is_some() {
+            set_waker(&mut st.reader, cx);
+            return Poll::Pending;
+        }
+        drop(st);
+        self.inner.io.poll_io(cx, Direction::Read, |s| {
+            rustix::net::recv(s, &mut *buf, rustix::net::RecvFlags::PEEK)
+                .map(|(n, _)| n)
+                .map_err(io::Error::from)
+        })
+    }
+
     fn ring_read(
         &self,
         cx: &mut Context<'_>,
@@ -444,6 +482,21 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamSource<S> {
 }
 
 impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamInner<S> {
+    /// Appends to the received bytes up to `more` bytes the socket has now,
+    /// without waiting (only while no recv is in flight: those bytes would
+    /// be that recv's). End of stream and errors are kept for the reads.
+    fn top_up(&self, st: &mut StreamState, more: usize) {
+        debug_assert!(st.recv.is_none());
+        let mut chunk = vec![0u8; more.min(MAX_RECV)];
+        let flags = rustix::net::RecvFlags::DONTWAIT;
+        match rustix::net::recv(self.io.get_ref(), &mut chunk[..], flags) {
+            Ok((0, _)) => st.eof = true,
+            Ok((n, _)) => st.rx.extend_from_slice(&chunk[..n]),
+            Err(rustix::io::Errno::AGAIN) => {}
+            Err(e) => st.rx_error = Some(e.into()),
+        }
+    }
+
     /// Sends `tx[tx_pos..]` on `ring`.
     fn submit_send(self: &Arc<Self>, st: &mut StreamState, ring: &mut Ring) -> io::Result<()> {
         let pending = &st.tx[st.tx_pos..];

@@ -23,22 +23,25 @@
 //!   leaves the work queued until it adopts the partition and ends the
 //!   transit.
 //!
-//! The models (in `reactor/migrate.rs` and `park.rs`) check that no wake is
-//! lost and no task is queued on two cores, with a racing foreign wake and
-//! with a racing shutdown.
+//! The models (in `reactor/migrate.rs`, `park.rs` and below) check that
+//! no wake is lost and no task is queued on two cores, with a racing
+//! foreign wake and with a racing shutdown, and that a share change racing
+//! a migration reaches the partition's new owner.
 
 use crate::loom::{AtomicBool, AtomicUsize, Ordering};
 
-/// What an owner does with a partition's announcement.
+/// Where a partition is, as seen by one core: what that core does with an
+/// announcement of it, or with a change to it, that reached it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Announcement {
-    /// It owns the partition: move its injected work into the scheduler.
-    Drain,
-    /// The partition moved on after the announcement: announce it to its
-    /// new owner.
-    PassOn,
-    /// The partition is on its way to this core: its adoption drains it.
-    InTransit,
+pub(crate) enum Holder {
+    /// This core owns it: drain its injected work, apply the change.
+    Here,
+    /// It moved on since the message was sent: pass the message on to its
+    /// owner now.
+    Elsewhere(usize),
+    /// It is on its way to this core: the adoption drains its work and
+    /// reads its settings.
+    Arriving,
 }
 
 /// A partition's routing state: see the module docs.
@@ -87,16 +90,41 @@ impl Route {
     }
 
     /// Owner side, for an announcement core `me` took from its pending
-    /// queue: clears the flag (before any drain), then says what to do.
+    /// queue: clears the flag (before any drain), then says where the
+    /// partition is.
     #[inline]
-    pub(crate) fn take_announcement(&self, me: usize) -> Announcement {
+    pub(crate) fn take_announcement(&self, me: usize) -> Holder {
         self.announced.swap(false, Ordering::AcqRel);
-        if self.owner() != me {
-            Announcement::PassOn
-        } else if self.in_transit() {
-            Announcement::InTransit
-        } else {
-            Announcement::Drain
+        self.holder(me)
+    }
+
+    /// Where the partition is, as seen by core `me`.
+    #[inline]
+    pub(crate) fn holder(&self, me: usize) -> Holder {
+        match self.owner() {
+            owner if owner != me => Holder::Elsewhere(owner),
+            _ if self.in_transit() => Holder::Arriving,
+            _ => Holder::Here,
+        }
+    }
+
+    /// What core `me` does with a change to the partition's settings (its
+    /// shares) that reached it: `apply` it if it holds the partition,
+    /// `forward` it to the owner if the partition moved on since the
+    /// change was sent (dropping it there would lose it: the new owner may
+    /// have read the settings before the change was made), and nothing if
+    /// the partition is on its way here (its adoption reads the settings
+    /// after the change).
+    pub(crate) fn route_change(
+        &self,
+        me: usize,
+        apply: impl FnOnce(),
+        forward: impl FnOnce(usize),
+    ) {
+        match self.holder(me) {
+            Holder::Here => apply(),
+            Holder::Elsewhere(owner) => forward(owner),
+            Holder::Arriving => {}
         }
     }
 
@@ -118,5 +146,108 @@ impl Route {
     /// queue next.
     pub(crate) fn end_transit(&self) {
         self.transit.store(false, Ordering::Release);
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    //! `RUSTFLAGS="--cfg loom" cargo test -p fairloop-runtime --lib --release loom`
+    use loom::sync::atomic::{AtomicU32, Ordering};
+    use loom::sync::mpsc::{channel, Sender};
+    use loom::sync::Arc;
+    use loom::thread;
+
+    use super::Route;
+
+    const A: usize = 0;
+    const B: usize = 1;
+
+    enum Msg {
+        Adopt,
+        SetShares,
+        Done,
+    }
+
+    /// Sends `msg` to core `core`'s mailbox.
+    fn send(core: usize, to_a: &Sender<Msg>, to_b: &Sender<Msg>, msg: Msg) {
+        match core {
+            A => to_a.send(msg).unwrap(),
+            _ => to_b.send(msg).unwrap(),
+        }
+    }
+
+    /// `Partition::set_shares` racing a migration from core A to core B: a
+    /// setter stores the new shares and sends the change to the owner it
+    /// reads (A or B); A gives the partition to B (`Reactor::migrate`); each
+    /// core handles the change with the real `Route::route_change`, as
+    /// `Reactor::apply_shares` does, and B reads the shares when it adopts.
+    /// B's scheduler must end with the new shares. (Dropping the change at
+    /// A, once it no longer owned the partition, lost it whenever B's
+    /// adoption read the shares before the store reached it.)
+    #[test]
+    fn a_share_change_racing_a_migration_reaches_the_new_owner() {
+        crate::loom::model(|| {
+            let route = Arc::new(Route::new(A));
+            let shares = Arc::new(AtomicU32::new(100));
+            let (to_a, at_a) = channel::<Msg>();
+            let (to_b, at_b) = channel::<Msg>();
+
+            let setter = {
+                let (route, shares) = (route.clone(), shares.clone());
+                let (to_a, to_b) = (to_a.clone(), to_b.clone());
+                thread::spawn(move || {
+                    shares.store(300, Ordering::Release);
+                    send(route.owner(), &to_a, &to_b, Msg::SetShares);
+                })
+            };
+            let core_b = {
+                let (route, shares) = (route.clone(), shares.clone());
+                let (to_a, to_b) = (to_a.clone(), to_b.clone());
+                thread::spawn(move || {
+                    let mut applied = None;
+                    loop {
+                        match at_b.recv().unwrap() {
+                            Msg::Adopt => {
+                                route.end_transit();
+                                applied = Some(shares.load(Ordering::Acquire));
+                            }
+                            Msg::SetShares => route.route_change(
+                                B,
+                                || applied = Some(shares.load(Ordering::Acquire)),
+                                |owner| send(owner, &to_a, &to_b, Msg::SetShares),
+                            ),
+                            Msg::Done => return applied,
+                        }
+                    }
+                })
+            };
+            let core_a = {
+                let route = route.clone();
+                let (to_a, to_b) = (to_a.clone(), to_b.clone());
+                thread::spawn(move || {
+                    route.begin_transit(B);
+                    to_b.send(Msg::Adopt).unwrap();
+                    loop {
+                        match at_a.recv().unwrap() {
+                            Msg::SetShares => route.route_change(
+                                A,
+                                || unreachable!("A gave the partition away first"),
+                                |owner| send(owner, &to_a, &to_b, Msg::SetShares),
+                            ),
+                            Msg::Done => {
+                                to_b.send(Msg::Done).unwrap();
+                                return;
+                            }
+                            Msg::Adopt => unreachable!("nothing moves to A"),
+                        }
+                    }
+                })
+            };
+            setter.join().unwrap();
+            to_a.send(Msg::Done).unwrap();
+            core_a.join().unwrap();
+            let applied = core_b.join().unwrap();
+            assert_eq!(applied, Some(300), "B's scheduler must have the new shares");
+        });
     }
 }

@@ -122,8 +122,8 @@ impl Reactor {
             let mut sched = self.sched.borrow_mut();
             let key = sched.insert_detached(d, self.now.get());
             // Shares set while in transit reached this core before the
-            // partition did.
-            sched.set_shares(key, p.shares.load(Ordering::Relaxed));
+            // partition did (see `Route::route_change`).
+            sched.set_shares(key, p.shares.load(Ordering::Acquire));
             drop(sched);
             self.attach(&p, key);
         }
@@ -131,6 +131,12 @@ impl Reactor {
         p.route.end_transit();
         // Wakes that arrived while in transit.
         self.take_injected(&p);
+        // An anonymous partition whose last task ended while the move was
+        // queued (`migrate_to` from its last poll, or the balancer): its old
+        // core could not retire it, having given it away, so this one does.
+        if p.anonymous && p.tasks.lock().wakers.is_empty() {
+            self.retire_later(p);
+        }
     }
 }
 
@@ -152,7 +158,7 @@ mod loom_tests {
     use loom::sync::{Arc, Condvar, Mutex};
     use loom::thread;
 
-    use crate::partition::route::{Announcement, Route};
+    use crate::partition::route::{Holder, Route};
 
     const A: usize = 0;
     const B: usize = 1;
@@ -246,12 +252,12 @@ mod loom_tests {
                 return Vec::new();
             }
             match self.route.take_announcement(core) {
-                Announcement::Drain => self.take_injected(),
-                Announcement::PassOn => {
+                Holder::Here => self.take_injected(),
+                Holder::Elsewhere(_) => {
                     self.notify_owner();
                     Vec::new()
                 }
-                Announcement::InTransit => Vec::new(),
+                Holder::Arriving => Vec::new(),
             }
         }
 

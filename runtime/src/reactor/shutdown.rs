@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use crossbeam_deque::Steal;
 
 use super::{Reactor, NO_TURN};
+use crate::driver::wake_all;
 use crate::partition::NOT_ATTACHED;
 use crate::task::cancel_now;
 
@@ -35,15 +36,13 @@ impl Reactor {
         self.take_requests();
         let mut woken = Vec::new();
         self.with_ring(|ring| ring.shutdown(RING_SHUTDOWN_LIMIT, &mut woken));
-        for w in woken {
-            w.wake();
-        }
+        wake_all(woken);
         self.bury();
         loop {
             // Partitions may still arrive (adoptions sent before shutdown):
             // their tasks go to the graveyard.
             while let Ok(msg) = self.control.try_recv() {
-                self.handle(msg);
+                self.handle_contained(msg);
             }
             self.drain_pending();
             let owned: Vec<_> = self
@@ -65,9 +64,7 @@ impl Reactor {
                     set.closed = true;
                     set.wakers.iter().map(|(_, w)| w.clone()).collect()
                 };
-                for w in wakers {
-                    w.wake();
-                }
+                wake_all(wakers);
             }
             self.bury();
             let live: usize = owned.iter().map(|p| p.tasks.lock().wakers.len()).sum();

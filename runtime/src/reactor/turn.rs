@@ -11,7 +11,8 @@ use fairloop_partitions::{Nanos, PartitionKey};
 use super::{Control, Reactor};
 use crate::context::with_core;
 use crate::driver::uring::RingRequest;
-use crate::partition::route::Announcement;
+use crate::driver::wake_all;
+use crate::partition::route::Holder;
 use crate::partition::{PartitionInner, NOT_ATTACHED};
 
 /// Ready IO operations one task poll may perform before it yields (the
@@ -79,7 +80,7 @@ impl Reactor {
     fn between_turns(&self) {
         if !self.control.is_empty() {
             while let Ok(msg) = self.control.try_recv() {
-                self.handle(msg);
+                self.handle_contained(msg);
             }
         }
         if !self.deferred.borrow().is_empty() {
@@ -109,9 +110,7 @@ impl Reactor {
         if io_due {
             let ready = self.driver.borrow_mut().poll_now();
             self.io_harvested(now);
-            for w in ready {
-                w.wake();
-            }
+            wake_all(ready);
         }
         if !self.retiring.borrow().is_empty() {
             self.retire_idle();
@@ -136,13 +135,21 @@ impl Reactor {
             for request in requests {
                 match request {
                     RingRequest::Cancel(user_data) => ring.cancel(user_data),
-                    RingRequest::Call(target) => target.on_core(ring),
+                    RingRequest::Call(target) => {
+                        let _ = catch_unwind(AssertUnwindSafe(|| target.on_core(ring)));
+                    }
                 }
             }
         });
     }
 
-    pub(super) fn handle(&self, msg: Control) {
+    /// [`Reactor::handle`], with a panic contained: a bug in one message's
+    /// handling must not stop the core and strand every task on it.
+    pub(super) fn handle_contained(&self, msg: Control) {
+        let _ = catch_unwind(AssertUnwindSafe(|| self.handle(msg)));
+    }
+
+    fn handle(&self, msg: Control) {
         match msg {
             Control::SetShares(p) => self.apply_shares(&p),
             Control::Migrate(p, to) => self.migrate(p, to),
@@ -191,11 +198,11 @@ impl Reactor {
         loop {
             match cs.pending.steal() {
                 Steal::Success(p) => match p.route.take_announcement(self.index) {
-                    Announcement::Drain => moved += self.take_injected(&p),
+                    Holder::Here => moved += self.take_injected(&p),
                     // It moved on after the announcement: pass it on.
-                    Announcement::PassOn => p.notify_owner(),
+                    Holder::Elsewhere(_) => p.notify_owner(),
                     // On its way here: the adoption drains its queue.
-                    Announcement::InTransit => {}
+                    Holder::Arriving => {}
                 },
                 Steal::Empty => break,
                 Steal::Retry => continue,
@@ -216,9 +223,7 @@ impl Reactor {
         };
         self.timer_due
             .set(next.map_or(Nanos::MAX, |d| self.to_core_time(d)));
-        for w in fired {
-            w.wake();
-        }
+        wake_all(fired);
     }
 
     fn park(&self) {
@@ -249,9 +254,7 @@ impl Reactor {
         flag.unpark_self();
         let now = self.tick();
         self.io_harvested(now);
-        for w in ready {
-            w.wake();
-        }
+        wake_all(ready);
         self.anchor.set((Instant::now(), now));
         if now.saturating_sub(self.load_at.get()) >= LOAD_PERIOD_NS {
             // The time asleep counts as idle.
