@@ -67,6 +67,16 @@ pub struct SchedulerConfig {
     /// [`StatsSnapshot::long_polls`](crate::StatsSnapshot::long_polls).
     /// Default 10 ms.
     pub stall_threshold: Duration,
+    /// In [`Fairness::Shares`] mode, how long a round of every runnable
+    /// partition should take at most: with many runnable partitions a
+    /// turn's quota shrinks to `round / runnable` (never below
+    /// [`min_slice`](Self::min_slice)), so each gets a turn at least this
+    /// often however many there are. Default 500 ms.
+    pub round: Duration,
+    /// The shortest quota a turn is cut to (or `task_quota`, if that is
+    /// shorter): below it, switching partitions would cost more than the
+    /// turn does. Default 20 µs.
+    pub min_slice: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -75,6 +85,8 @@ impl Default for SchedulerConfig {
             fairness: Fairness::Shares,
             task_quota: Duration::from_micros(500),
             stall_threshold: Duration::from_millis(10),
+            round: Duration::from_millis(500),
+            min_slice: Duration::from_micros(20),
         }
     }
 }

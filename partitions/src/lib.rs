@@ -62,8 +62,9 @@
 //! - the partition's queue is empty;
 //! - a latency partition requested preemption (see below);
 //! - in [`Fairness::Shares`] mode, the turn's accumulated poll time reached
-//!   [`SchedulerConfig::task_quota`] (default 500 µs). A poll is never
-//!   interrupted, so a turn overruns the quota by at most one poll.
+//!   its quota: [`SchedulerConfig::task_quota`] (default 500 µs), or less
+//!   when many partitions wait (see *Rounds* below). A poll is never
+//!   interrupted, so a turn overruns its quota by at most one poll.
 //!
 //! # Shares and virtual runtime
 //!
@@ -71,7 +72,8 @@
 //! runtime* (vruntime). When a turn ends its partition is charged
 //! `turn_time × 100 / shares`, so at the default 100 shares vruntime grows
 //! like real CPU time, at 200 shares half as fast. The runnable partition
-//! with the lowest vruntime runs next (ties: the lowest key). Over time,
+//! with the lowest vruntime runs next (ties: one that just woke before one
+//! that just ended its turn, then the lowest key). Over time,
 //! partitions that stay runnable therefore receive CPU time in proportion
 //! to their shares, whatever their tasks cost; the error is bounded by
 //! about one turn per partition. Vruntime is kept in `u128` fixed point so
@@ -88,7 +90,30 @@
 //! cannot bank credit (Seastar's rule, not Glommio's forgiveness). The
 //! monotonic `min_vruntime` never decreases; it advances at the end of each
 //! turn to the lowest runnable vruntime (or the ended partition's, when
-//! nothing else is runnable).
+//! nothing else is runnable). A partition woken at the floor goes ahead of
+//! those at the same vruntime that merely ended their turn, so one that
+//! slept and uses less than its share runs within one turn of waking.
+//!
+//! # New partitions
+//!
+//! A new partition joins at the fair point, as an equal: at `min_vruntime`,
+//! and its first task then applies the floor above. One created *while a
+//! poll is in progress* (by the task being polled: a service creating a
+//! partition per tenant) joins level with the partition of that poll once
+//! the poll is charged. Otherwise the creator would owe every partition it
+//! created the CPU time it spent before they existed: a task that creates
+//! 3,000 partitions in a 15 ms poll would then wait for each of them to
+//! catch up 15 ms, some 45 s.
+//!
+//! # Rounds
+//!
+//! With `n` runnable partitions a turn's quota is
+//! `clamp(round / n, min_slice, task_quota)`
+//! ([`SchedulerConfig::round`], default 500 ms; [`SchedulerConfig::min_slice`],
+//! default 20 µs): a few partitions get the full quota, while 10,000
+//! CPU-bound ones get 50 µs each, so every one still gets a turn about every
+//! half second instead of every 5 s. Latency partitions are unaffected:
+//! their eligibility cap stays `2 × task_quota`.
 //!
 //! # Latency bounds and preemption
 //!

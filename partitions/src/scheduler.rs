@@ -69,7 +69,16 @@ struct Partition<T> {
     /// Start of the current wait for a turn; with the latency bound it
     /// gives the deadline that orders latency partitions.
     became_runnable: Nanos,
+    /// How it became runnable ([`WOKEN`] or [`REQUEUED`]): part of its key
+    /// in `runnable`.
+    rank: u8,
 }
+
+/// Rank of a partition that became runnable from idle (a wake, a new
+/// partition's first task, an adoption).
+const WOKEN: u8 = 0;
+/// Rank of a partition that still had tasks when its turn ended.
+const REQUEUED: u8 = 1;
 
 /// The open turn.
 struct Turn {
@@ -82,6 +91,9 @@ struct Turn {
     handed_out: bool,
     /// Poll time accumulated in this turn.
     elapsed: Nanos,
+    /// The poll time after which this turn ends (Shares mode): `task_quota`,
+    /// shortened when many partitions wait (see `SchedulerConfig::round`).
+    quota: Nanos,
     /// Start of the poll in progress, if a task was handed out and its
     /// poll has not been reported done.
     poll_start: Option<Nanos>,
@@ -146,13 +158,22 @@ pub struct Scheduler<T> {
     stall_ns: Nanos,
     /// `2 × task_quota` in vruntime units at default shares.
     eligibility_cap: u128,
+    /// `SchedulerConfig::round` and the shortest turn quota.
+    round_ns: Nanos,
+    min_slice_ns: Nanos,
+    /// Partitions added while a poll was in progress: they join level with
+    /// the partition that ran that poll once it is charged (`close_poll`).
+    joining: Vec<usize>,
     slots: Vec<Option<Partition<T>>>,
     free: Vec<usize>,
     partitions: usize,
-    /// Runnable partitions ordered by (vruntime, key). A runnable
-    /// partition's vruntime changes only while it is current, so the key
-    /// stays valid while it is in the set.
-    runnable: BTreeSet<(u128, usize)>,
+    /// Runnable partitions ordered by (vruntime, rank, key): at equal
+    /// vruntime one that woke ([`WOKEN`]) goes before one that just ended
+    /// its turn ([`REQUEUED`]), so a woken partition placed at the floor
+    /// runs next. A runnable partition's vruntime changes only while it is
+    /// current (or when it joins level with its creator, which re-keys
+    /// it), so the key stays valid while it is in the set.
+    runnable: BTreeSet<(u128, u8, usize)>,
     /// Round-robin mode only: runnable partitions in turn order.
     ring: VecDeque<usize>,
     /// Partitions with a latency bound; usually few or none, so scanning
@@ -176,6 +197,9 @@ impl<T> Scheduler<T> {
             quota_ns,
             stall_ns: duration_to_nanos(config.stall_threshold),
             eligibility_cap: 2 * quota_ns as u128 * VR_PER_NS_AT_DEFAULT,
+            round_ns: duration_to_nanos(config.round),
+            min_slice_ns: duration_to_nanos(config.min_slice).min(quota_ns),
+            joining: Vec::new(),
             config,
             slots: Vec::new(),
             free: Vec::new(),
@@ -197,16 +221,33 @@ impl<T> Scheduler<T> {
     }
 
     /// Adds a new idle partition and returns its key. Its shares are
-    /// clamped into the valid range. Its virtual runtime starts at the
-    /// scheduler's current minimum, so it joins as an equal, not with
-    /// credit. `stats` is shared with the runtime, which reads it from
-    /// other threads; the scheduler resets its `queued` gauge to 0.
+    /// clamped into the valid range. `stats` is shared with the runtime,
+    /// which reads it from other threads; the scheduler resets its `queued`
+    /// gauge to 0.
+    ///
+    /// It joins at the fair point, as an equal, neither with credit nor
+    /// with debt: its virtual runtime starts at the scheduler's current
+    /// minimum (its first push then applies the wake-from-idle floor). A
+    /// partition added *while a poll is in progress* (created by the task
+    /// being polled) joins level with the partition of that poll, once that
+    /// poll is charged: it cannot claim the CPU time its creator spent
+    /// before it existed, so a task that creates thousands of partitions in
+    /// one poll does not then wait for every one of them to "catch up"
+    /// with it.
     pub fn add_partition(
         &mut self,
         params: PartitionParams,
         stats: Arc<PartitionStats>,
     ) -> PartitionKey {
-        let key = self.insert_slot(params, stats, VecDeque::new(), self.min_vruntime);
+        let polling = self.turn.as_ref().is_some_and(|t| t.poll_start.is_some());
+        let start = match polling {
+            true => self.current_vruntime().max(self.min_vruntime),
+            false => self.min_vruntime,
+        };
+        let key = self.insert_slot(params, stats, VecDeque::new(), start);
+        if polling {
+            self.joining.push(key);
+        }
         PartitionKey(key)
     }
 
@@ -225,8 +266,9 @@ impl<T> Scheduler<T> {
         let p = self.slots[key.0].take()?;
         self.free.push(key.0);
         self.partitions -= 1;
+        self.joining.retain(|&k| k != key.0);
         if p.state == State::Runnable {
-            self.runnable.remove(&(p.vruntime, key.0));
+            self.runnable.remove(&(p.vruntime, p.rank, key.0));
             self.remove_from_ring(key.0);
         }
         if p.latency_ns.is_some() {
@@ -264,7 +306,7 @@ impl<T> Scheduler<T> {
         let vruntime = self.min_vruntime.saturating_add(lag);
         let key = self.insert_slot(params, stats, tasks, vruntime);
         if has_tasks {
-            self.make_runnable(key, now);
+            self.make_runnable(key, now, WOKEN);
             self.maybe_request_preempt(key);
         }
         PartitionKey(key)
@@ -327,12 +369,12 @@ impl<T> Scheduler<T> {
         self.total_queued += 1;
         if state == State::Idle {
             let floor = match self.runnable.first() {
-                Some(&(v, _)) => v.max(self.min_vruntime),
+                Some(&(v, _, _)) => v.max(self.min_vruntime),
                 None => self.min_vruntime,
             };
             let p = self.slot_mut(key.0).expect("checked above");
             p.vruntime = p.vruntime.max(floor);
-            self.make_runnable(key.0, now);
+            self.make_runnable(key.0, now, WOKEN);
         }
         if has_latency && state != State::Current {
             self.maybe_request_preempt(key.0);
@@ -359,18 +401,23 @@ impl<T> Scheduler<T> {
         let key = self.pick()?;
         let p = self.slots[key].as_mut().expect("runnable partitions exist");
         debug_assert_eq!(p.state, State::Runnable);
-        self.runnable.remove(&(p.vruntime, key));
+        self.runnable.remove(&(p.vruntime, p.rank, key));
         p.state = State::Current;
         let remaining = match self.config.fairness {
             Fairness::Shares => p.queue.len(),
             Fairness::RoundRobin => 1,
         };
+        // With many partitions waiting, shorter turns keep a round of all
+        // of them within `round`. `runnable` still counts this one.
+        let waiting = self.runnable.len() as u64 + 1;
+        let quota = (self.round_ns / waiting).clamp(self.min_slice_ns, self.quota_ns);
         self.remove_from_ring(key);
         self.turn = Some(Turn {
             key,
             remaining,
             handed_out: false,
             elapsed: 0,
+            quota,
             poll_start: None,
         });
         Some(PartitionKey(key))
@@ -402,7 +449,7 @@ impl<T> Scheduler<T> {
             || turn.remaining == 0
             || (self.config.fairness == Fairness::Shares
                 && turn.handed_out
-                && turn.elapsed >= self.quota_ns)
+                && turn.elapsed >= turn.quota)
         {
             // Later calls must keep saying no, even if the quota or the
             // preemption would no longer hold by then.
@@ -451,11 +498,11 @@ impl<T> Scheduler<T> {
             Some(front) => {
                 // Its deadline counts from when its oldest task has waited.
                 let since = front.queued_at;
-                self.make_runnable(turn.key, since);
+                self.make_runnable(turn.key, since, REQUEUED);
             }
             None => p.state = State::Idle,
         }
-        let floor = self.runnable.first().map_or(vruntime, |&(v, _)| v);
+        let floor = self.runnable.first().map_or(vruntime, |&(v, _, _)| v);
         self.min_vruntime = self.min_vruntime.max(floor);
     }
 
@@ -560,6 +607,7 @@ impl<T> Scheduler<T> {
             vruntime,
             state: State::Idle,
             became_runnable: 0,
+            rank: REQUEUED,
         };
         let key = match self.free.pop() {
             Some(k) => {
@@ -579,11 +627,12 @@ impl<T> Scheduler<T> {
     }
 
     /// Puts a partition with a non-empty queue among the runnables.
-    fn make_runnable(&mut self, key: usize, since: Nanos) {
+    fn make_runnable(&mut self, key: usize, since: Nanos, rank: u8) {
         let p = self.slots[key].as_mut().expect("partition exists");
         p.state = State::Runnable;
         p.became_runnable = since;
-        self.runnable.insert((p.vruntime, key));
+        p.rank = rank;
+        self.runnable.insert((p.vruntime, rank, key));
         if self.config.fairness == Fairness::RoundRobin {
             self.ring.push_back(key);
         }
@@ -619,7 +668,7 @@ impl<T> Scheduler<T> {
             .as_ref()
             .and_then(|t| self.slot(t.key))
             .map(|c| c.vruntime);
-        let first = self.runnable.first().map(|&(v, _)| v);
+        let first = self.runnable.first().map(|&(v, _, _)| v);
         let min = match (first, current) {
             (Some(a), Some(b)) => a.min(b),
             (a, b) => a.or(b).unwrap_or(p.vruntime),
@@ -631,7 +680,7 @@ impl<T> Scheduler<T> {
 
     /// The partition the next turn belongs to.
     fn pick(&self) -> Option<usize> {
-        let &(min, lowest) = self.runnable.first()?;
+        let &(min, _, lowest) = self.runnable.first()?;
         let mut best: Option<(Nanos, usize)> = None;
         for &k in &self.latency_keys {
             let p = self.slots[k].as_ref().expect("latency keys are live");
@@ -665,6 +714,42 @@ impl<T> Scheduler<T> {
         turn.elapsed = turn.elapsed.saturating_add(t);
         if let Some(Some(p)) = self.slots.get(turn.key) {
             p.stats.record_poll(t, t > self.stall_ns);
+        }
+        if !self.joining.is_empty() {
+            self.settle_joining();
+        }
+    }
+
+    /// The current partition's virtual runtime including the open turn's
+    /// poll time so far (as `end_turn` will charge it); the minimum when no
+    /// turn is open.
+    fn current_vruntime(&self) -> u128 {
+        let Some(turn) = &self.turn else {
+            return self.min_vruntime;
+        };
+        let p = self.slots[turn.key]
+            .as_ref()
+            .expect("the current partition exists");
+        p.vruntime + turn.elapsed as u128 * VR_ONE / p.params.shares as u128
+    }
+
+    /// Raises the partitions added during the poll just closed to the
+    /// level of the partition that ran it (see `add_partition`).
+    fn settle_joining(&mut self) {
+        let level = self.current_vruntime().max(self.min_vruntime);
+        for key in std::mem::take(&mut self.joining) {
+            let Some(p) = self.slots[key].as_mut() else {
+                continue;
+            };
+            if p.vruntime >= level {
+                continue;
+            }
+            let old = p.vruntime;
+            p.vruntime = level;
+            if p.state == State::Runnable {
+                self.runnable.remove(&(old, p.rank, key));
+                self.runnable.insert((level, p.rank, key));
+            }
         }
     }
 }

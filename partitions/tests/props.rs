@@ -59,6 +59,10 @@ struct Live {
     key: PartitionKey,
     queue: VecDeque<u64>,
     latency: bool,
+    /// Became runnable by waking (from idle, or adopted with tasks) rather
+    /// than by ending a turn with tasks left: at equal vruntime it goes
+    /// first.
+    woken: bool,
 }
 
 struct Model {
@@ -124,6 +128,7 @@ impl Model {
             key,
             queue: VecDeque::new(),
             latency,
+            woken: false,
         });
     }
 
@@ -160,6 +165,7 @@ impl Model {
             let i = self.pos(t.key);
             if !self.live[i].queue.is_empty() {
                 self.ring.push_back(t.key);
+                self.live[i].woken = false;
             }
         }
     }
@@ -187,6 +193,7 @@ impl Model {
             t.pushed_during.insert(id);
         }
         if was_idle {
+            self.live[i].woken = true;
             self.ring.push_back(key);
             let after = self.s.vruntime(key).unwrap();
             assert!(after >= before, "waking never lowers vruntime");
@@ -213,11 +220,11 @@ impl Model {
                 let between_turns = self.turn.is_none();
                 self.seen_now = self.now;
                 self.end_turn();
-                let runnable: Vec<(PartitionKey, f64)> = self
+                let runnable: Vec<(PartitionKey, f64, bool)> = self
                     .live
                     .iter()
                     .filter(|l| !l.queue.is_empty())
-                    .map(|l| (l.key, self.s.vruntime(l.key).unwrap()))
+                    .map(|l| (l.key, self.s.vruntime(l.key).unwrap(), l.woken))
                     .collect();
                 let got = self.s.begin_turn(self.now);
                 assert!(!self.s.preempt_requested());
@@ -231,8 +238,17 @@ impl Model {
                     match self.fairness {
                         Fairness::Shares if between_turns => {
                             let min = runnable.iter().map(|r| r.1).fold(f64::INFINITY, f64::min);
-                            let first = runnable.iter().filter(|r| r.1 == min).map(|r| r.0).min();
-                            assert_eq!(Some(key), first, "lowest vruntime, then lowest key");
+                            let first = runnable
+                                .iter()
+                                .filter(|r| r.1 == min)
+                                .map(|r| (!r.2, r.0))
+                                .min()
+                                .map(|r| r.1);
+                            assert_eq!(
+                                Some(key),
+                                first,
+                                "lowest vruntime, then woken before requeued, then lowest key"
+                            );
                         }
                         Fairness::RoundRobin => {
                             assert_eq!(self.ring.front(), Some(&key), "ring order");
@@ -341,6 +357,7 @@ impl Model {
                     key,
                     queue,
                     latency,
+                    woken: has_tasks,
                 });
                 if has_tasks {
                     self.ring.push_back(key);
