@@ -17,7 +17,11 @@
 //! load+store costs about one, and this runs on every task poll.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicU16, AtomicU64, AtomicU8, AtomicUsize,
+    Ordering::{Acquire, Relaxed, Release},
+};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::Nanos;
@@ -62,14 +66,22 @@ fn bucket_upper(i: usize) -> u64 {
     ((mantissa + 1) << shift) - 1
 }
 
+/// Delays kept as bucket indices before the histogram is allocated.
+const FIRST: usize = 8;
+
 /// Statistics of one partition: poll counts, busy time, long polls,
 /// migrations, the queued-task gauge and a scheduling-delay histogram.
 ///
 /// Written by exactly one thread at a time (the core that owns the
 /// partition; ownership changes are synchronised by the caller) and read
-/// from any thread through [`snapshot`](Self::snapshot). Writes never block,
-/// never allocate and never use read-modify-write instructions. The whole
-/// structure is inline and under 4 KiB.
+/// from any thread through [`snapshot`](Self::snapshot). Writes never block
+/// and never use read-modify-write instructions.
+///
+/// Small while the partition is: the first 8 delays are kept as their
+/// bucket indices inline (about 100 bytes in all), and the 2.4 KiB
+/// histogram is allocated, once, by the 9th. A service with 100,000
+/// tenant partitions, most of them idle, pays for histograms only where
+/// there is something to measure; percentiles read the same either way.
 pub struct PartitionStats {
     polls: AtomicU64,
     busy_ns: AtomicU64,
@@ -77,8 +89,12 @@ pub struct PartitionStats {
     migrations: AtomicU64,
     queued: AtomicUsize,
     delay_max: AtomicU64,
+    /// The buckets of the first `first_len` delays (until the histogram
+    /// exists; they stay valid after, and the histogram includes them).
+    first: [AtomicU16; FIRST],
+    first_len: AtomicU8,
     /// Log-linear histogram of scheduling delays in nanoseconds.
-    delay_buckets: [AtomicU64; BUCKETS],
+    delay_buckets: OnceLock<Box<[AtomicU64; BUCKETS]>>,
 }
 
 /// Adds `n` to a counter that has a single writer.
@@ -97,7 +113,9 @@ impl PartitionStats {
             migrations: AtomicU64::new(0),
             queued: AtomicUsize::new(0),
             delay_max: AtomicU64::new(0),
-            delay_buckets: [const { AtomicU64::new(0) }; BUCKETS],
+            first: [const { AtomicU16::new(0) }; FIRST],
+            first_len: AtomicU8::new(0),
+            delay_buckets: OnceLock::new(),
         }
     }
 
@@ -116,10 +134,36 @@ impl PartitionStats {
     /// it being handed out) into the histogram; the maximum is kept exactly.
     #[inline]
     pub fn record_delay(&self, delay_ns: Nanos) {
-        bump(&self.delay_buckets[bucket_of(delay_ns)], 1);
+        let b = bucket_of(delay_ns);
+        match self.delay_buckets.get() {
+            Some(h) => bump(&h[b], 1),
+            None => self.record_early(b),
+        }
         if delay_ns > self.delay_max.load(Relaxed) {
             self.delay_max.store(delay_ns, Relaxed);
         }
+    }
+
+    /// A delay in bucket `b` before the histogram exists: kept inline, or,
+    /// for the 9th, the histogram is made (holding the first 8) and counts
+    /// it.
+    #[cold]
+    fn record_early(&self, b: usize) {
+        let n = self.first_len.load(Relaxed) as usize;
+        if n < FIRST {
+            self.first[n].store(b as u16, Relaxed);
+            // Release: a reader that sees the length sees the index.
+            self.first_len.store(n as u8 + 1, Release);
+            return;
+        }
+        let h = self.delay_buckets.get_or_init(|| {
+            let h = Box::new([const { AtomicU64::new(0) }; BUCKETS]);
+            for i in &self.first {
+                bump(&h[i.load(Relaxed) as usize], 1);
+            }
+            h
+        });
+        bump(&h[b], 1);
     }
 
     /// Counts one migration of the partition to another core. The
@@ -143,7 +187,10 @@ impl PartitionStats {
 
     /// Number of scheduling delays recorded so far.
     pub fn delay_count(&self) -> u64 {
-        self.delay_buckets.iter().map(|b| b.load(Relaxed)).sum()
+        match self.delay_buckets.get() {
+            Some(h) => h.iter().map(|b| b.load(Relaxed)).sum(),
+            None => u64::from(self.first_len.load(Acquire)),
+        }
     }
 
     /// The scheduling delay at quantile `q` (clamped to `0.0..=1.0`): the
@@ -159,8 +206,18 @@ impl PartitionStats {
     /// snapshot does not allocate.
     fn load_histogram(&self) -> ([u64; BUCKETS], u64) {
         let mut counts = [0u64; BUCKETS];
-        for (c, b) in counts.iter_mut().zip(&self.delay_buckets) {
-            *c = b.load(Relaxed);
+        match self.delay_buckets.get() {
+            Some(h) => {
+                for (c, b) in counts.iter_mut().zip(h.iter()) {
+                    *c = b.load(Relaxed);
+                }
+            }
+            None => {
+                let n = self.first_len.load(Acquire) as usize;
+                for i in &self.first[..n] {
+                    counts[i.load(Relaxed) as usize] += 1;
+                }
+            }
         }
         (counts, self.delay_max.load(Relaxed))
     }
@@ -279,8 +336,35 @@ mod tests {
     }
 
     #[test]
-    fn fits_in_4k() {
-        assert!(std::mem::size_of::<PartitionStats>() <= 4096);
+    fn small_until_it_has_something_to_measure() {
+        assert!(std::mem::size_of::<PartitionStats>() <= 128);
+    }
+
+    /// The first delays kept inline and the histogram made by the 9th give
+    /// the same counts and quantiles as recording them all in a histogram.
+    #[test]
+    fn the_first_delays_move_into_the_histogram() {
+        let s = PartitionStats::new();
+        let delays: Vec<u64> = (0..20).map(|i| 1_000 * (i * 37 % 11 + 1)).collect();
+        for (k, &d) in delays.iter().enumerate() {
+            s.record_delay(d);
+            let seen = &delays[..=k];
+            assert_eq!(s.delay_count(), seen.len() as u64);
+            assert_eq!(s.delay_buckets.get().is_some(), seen.len() > FIRST);
+            let mut counts = [0u64; BUCKETS];
+            for &v in seen {
+                counts[bucket_of(v)] += 1;
+            }
+            let max = *seen.iter().max().unwrap();
+            for q in [0.0, 0.5, 0.99, 1.0] {
+                assert_eq!(
+                    s.delay_quantile(q),
+                    Duration::from_nanos(quantile(&counts, q, max)),
+                    "q={q} after {} delays",
+                    seen.len()
+                );
+            }
+        }
     }
 
     #[test]

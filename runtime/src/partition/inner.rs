@@ -5,7 +5,7 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crossbeam_deque::Injector;
@@ -36,8 +36,11 @@ pub(crate) struct PartitionInner {
     /// This partition's key in its owner's scheduler, or [`NOT_ATTACHED`].
     /// Read and written only on the owner's thread.
     pub(crate) slot: AtomicUsize,
-    /// Tasks woken or spawned from threads other than the owner's.
-    pub(crate) injector: Injector<Task>,
+    /// Tasks woken or spawned from threads other than the owner's; made
+    /// by the first such wake, and boxed: an injector is 1.3 KiB with its
+    /// first block (its head and tail on cache lines of their own), and
+    /// most tenant partitions are only ever woken on their own core.
+    injector: OnceLock<Box<Injector<Task>>>,
     pub(crate) tasks: Mutex<TaskSet>,
     pub(crate) stats: Arc<PartitionStats>,
     pub(crate) runtime: Arc<RuntimeInner>,
@@ -65,7 +68,7 @@ impl PartitionInner {
             pinned: AtomicBool::new(p.pinned),
             route: Route::new(p.core),
             slot: AtomicUsize::new(NOT_ATTACHED),
-            injector: Injector::new(),
+            injector: OnceLock::new(),
             tasks: Mutex::new(TaskSet::default()),
             stats: Arc::new(PartitionStats::new()),
             runtime,
@@ -85,6 +88,17 @@ impl PartitionInner {
         }
         core.pending.push(self.clone());
         core.unpark();
+    }
+
+    /// The injection queue, made on first use (a foreign wake or spawn).
+    pub(crate) fn injector(&self) -> &Injector<Task> {
+        self.injector.get_or_init(|| Box::new(Injector::new()))
+    }
+
+    /// The injection queue if a foreign wake ever made it.
+    #[inline]
+    pub(crate) fn injected(&self) -> Option<&Injector<Task>> {
+        self.injector.get().map(|b| &**b)
     }
 
     /// `spawn_local` ties the partition to its core for good.
@@ -125,7 +139,7 @@ impl PartitionInner {
             core: self.owner(),
             shares: self.shares.load(Ordering::Relaxed),
             tasks: self.tasks.lock().wakers.len(),
-            queued: s.queued + self.injector.len(),
+            queued: s.queued + self.injected().map_or(0, Injector::len),
             polls: s.polls,
             busy: s.busy,
             sched_delay_p50: s.sched_delay_p50,

@@ -52,8 +52,8 @@ impl Reactor {
                 .filter(|p| p.owner() == self.index)
                 .collect();
             for p in &owned {
-                loop {
-                    match p.injector.steal() {
+                while let Some(injector) = p.injected() {
+                    match injector.steal() {
                         Steal::Success(t) => self.graveyard.borrow_mut().push(t),
                         Steal::Empty => break,
                         Steal::Retry => continue,

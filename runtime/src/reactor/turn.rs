@@ -162,9 +162,12 @@ impl Reactor {
     /// transit) into the scheduler, a batch per steal: one atomic
     /// operation on the shared queue for up to a few dozen tasks.
     pub(super) fn take_injected(&self, p: &Arc<PartitionInner>) -> u64 {
+        let Some(injector) = p.injected() else {
+            return 0;
+        };
         let mut moved = 0;
         loop {
-            match p.injector.steal_batch(&self.batch) {
+            match injector.steal_batch(&self.batch) {
                 Steal::Success(()) => {}
                 Steal::Empty => break,
                 Steal::Retry => continue,
@@ -278,7 +281,7 @@ impl Reactor {
                 continue;
             }
             // A task may have joined since the last one ended.
-            if !p.tasks.lock().wakers.is_empty() || !p.injector.is_empty() {
+            if !p.tasks.lock().wakers.is_empty() || p.injected().is_some_and(|i| !i.is_empty()) {
                 continue;
             }
             let key = PartitionKey::from_index(slot);

@@ -42,7 +42,7 @@ fn inject(task: Task) {
     // The clone keeps the partition alive after the push: once the task is
     // in the queue, its owner may run it to completion and free it.
     let partition = Arc::clone(&task.metadata().partition);
-    partition.injector.push(task);
+    partition.injector().push(task);
     partition.notify_owner();
 }
 
