@@ -15,75 +15,22 @@
 //!
 //! Run: `cargo bench -p fairloop-benches --bench memory`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::future::Future;
 use std::process::Command;
-use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
+use fairloop_benches::mem::{live_bytes, rss_bytes, Counting};
 use fairloop_benches::{fairloop_rt, machine, tokio_rt};
 
 const TASKS: usize = 100_000;
 const CHILD_ENV: &str = "FAIRLOOP_MEMORY_RUN";
-
-/// The system allocator, counting live bytes.
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: every call is forwarded unchanged to `System`; the counter is
-// only bookkeeping.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = System.alloc(layout);
-        if !p.is_null() {
-            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        }
-        p
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = System.alloc_zeroed(layout);
-        if !p.is_null() {
-            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout);
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = System.realloc(ptr, layout, new_size);
-        if !p.is_null() {
-            LIVE.fetch_add(
-                new_size as isize - layout.size() as isize,
-                Ordering::Relaxed,
-            );
-        }
-        p
-    }
-}
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
 /// Tasks that have been polled once (and so are parked for good).
 static PARKED: AtomicUsize = AtomicUsize::new(0);
-
-fn rss_bytes() -> isize {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<isize>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
-}
 
 struct Measured {
     heap: isize,
@@ -100,7 +47,7 @@ async fn park_tasks<Y: Future<Output = ()>>(
 ) -> (isize, isize, f64) {
     // Let lazily built runtime state settle before the baseline.
     yield_now().await;
-    let (heap0, rss0) = (LIVE.load(Ordering::Relaxed), rss_bytes());
+    let (heap0, rss0) = (live_bytes(), rss_bytes());
     let start = Instant::now();
     for _ in 0..TASKS {
         spawn();
@@ -109,11 +56,7 @@ async fn park_tasks<Y: Future<Output = ()>>(
         yield_now().await;
     }
     let spawn_ms = start.elapsed().as_secs_f64() * 1e3;
-    (
-        LIVE.load(Ordering::Relaxed) - heap0,
-        rss_bytes() - rss0,
-        spawn_ms,
-    )
+    (live_bytes() - heap0, rss_bytes() - rss0, spawn_ms)
 }
 
 async fn idle_task() {

@@ -8,6 +8,7 @@
 use std::time::{Duration, Instant};
 
 pub mod flood;
+pub mod mem;
 pub mod net;
 
 /// A one-core fairloop runtime, unpinned (the bench machine is shared).
