@@ -64,7 +64,7 @@ use std::time::{Duration, Instant};
 #[path = "support/http_client.rs"]
 mod http_client;
 
-use fairloop::metrics::RuntimeMetrics;
+use fairloop::metrics::{CoreMetrics, PartitionMetrics, RuntimeMetrics};
 use fairloop::net::{TcpListener, TcpStream};
 use fairloop::partition::{Partition, Placement};
 use fairloop::{time, Handle, Runtime};
@@ -573,7 +573,12 @@ async fn handle(svc: &Svc, req: &Request) -> Vec<u8> {
             response("200 OK", "text/plain", body.as_bytes(), req.keep_alive)
         }
         "/metrics" => {
-            let mut body = prometheus(&svc.handle.metrics());
+            // The busiest partitions and an "other" row rather than every
+            // partition: a service with thousands of tenant partitions
+            // must not flood its scraper (nor pay O(partitions) per scrape).
+            let cores = svc.handle.core_metrics();
+            let top = svc.handle.top_partitions(METRICS_TOP_PARTITIONS);
+            let mut body = prometheus(&cores, &top);
             let names = ["/work", "/health", "/metrics", "other"];
             body.push_str(
                 "# HELP http_service_requests_total HTTP requests served, by route.\n\
@@ -629,12 +634,22 @@ fn burn(d: Duration) -> u64 {
 
 // ---- /metrics: the Prometheus text exposition format -----------------------
 
-/// Renders a metrics snapshot in the Prometheus text exposition format
-/// (version 0.0.4): per-core series labelled `core="i"`, per-partition
-/// series labelled `partition="name"` (`root` for a core's root partition)
-/// and `core="i"` (the core that owns it now).
-pub fn prometheus(m: &RuntimeMetrics) -> String {
+/// Partitions `/metrics` lists by name: the busiest; the rest are summed in
+/// a `partition="other"` row.
+pub const METRICS_TOP_PARTITIONS: usize = 20;
+
+/// Renders metrics in the Prometheus text exposition format (version
+/// 0.0.4): per-core series labelled `core="i"`, per-partition series of
+/// `partitions` labelled `partition="name"` (`root` for a core's root
+/// partition) and `core="i"` (the core that owns it now), and a
+/// `partition="other"` row with the polls and busy time of every
+/// partition not listed (the cores' totals less the listed ones').
+pub fn prometheus(core_metrics: &[CoreMetrics], partitions: &[PartitionMetrics]) -> String {
     let mut out = String::new();
+    let m = RuntimeMetrics {
+        cores: core_metrics.to_vec(),
+        partitions: partitions.to_vec(),
+    };
     let cores = m.cores.len() as u64;
     let core_label = |c: usize| format!("core=\"{c}\"");
 
@@ -755,10 +770,20 @@ pub fn prometheus(m: &RuntimeMetrics) -> String {
             |p| p.shares.to_string(),
         ),
     ];
+    let polls: u64 = m.cores.iter().map(|c| c.polls).sum();
+    let busy: Duration = m.cores.iter().map(|c| c.busy).sum();
+    let other = fairloop::metrics::PartitionMetrics {
+        polls: polls.saturating_sub(m.partitions.iter().map(|p| p.polls).sum()),
+        busy: busy.saturating_sub(m.partitions.iter().map(|p| p.busy).sum()),
+        ..Default::default()
+    };
     for (name, kind, help, value) in part_series {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for p in &m.partitions {
             let _ = writeln!(out, "{name}{{{}}} {}", labels(p), value(p));
+        }
+        if name.ends_with("_polls_total") || name.ends_with("_busy_seconds_total") {
+            let _ = writeln!(out, "{name}{{partition=\"other\"}} {}", value(&other));
         }
     }
     let name = "fairloop_partition_sched_delay_seconds";

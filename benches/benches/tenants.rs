@@ -8,8 +8,8 @@
 //! * **memory and cost** — the tenants' tasks parked instead of busy:
 //!   heap and RSS per partition (with its one parked task), against the
 //!   same tasks in one partition; the cost of creating a partition (with
-//!   its task); the cost of `Runtime::metrics()` (every partition) and of
-//!   one `Partition::metrics()`;
+//!   its task); the cost of `Runtime::metrics()` (every partition), of one
+//!   `Partition::metrics()` and of `top_partitions(10)`;
 //! * **fairness and latency** — a creator task makes the tenants (the
 //!   issue's case) and sleeps 100 ms: its lateness; then for `TENANTS_SECS`
 //!   (default 6) the tenants run with a light sleeper beside them (a
@@ -84,7 +84,7 @@ fn memory_child(n: usize) -> String {
     };
     let rt = fairloop_rt();
     let handle = rt.handle();
-    let (heap, rss, made, all_ms, one_us) = rt.block_on(async move {
+    let (heap, rss, made, all_ms, one_us, top_us) = rt.block_on(async move {
         let (heap, rss, made) = park(n, || {
             partition::spawn(PartitionSpec::anonymous(), idle()).detach()
         })
@@ -98,11 +98,17 @@ fn memory_child(n: usize) -> String {
         for _ in 0..1000 {
             std::hint::black_box(p.metrics());
         }
-        (heap, rss, made, all, start.elapsed() / 1000)
+        let one = start.elapsed() / 1000;
+        fairloop::time::sleep(Duration::from_millis(20)).await; // a board refresh
+        let start = Instant::now();
+        for _ in 0..100 {
+            std::hint::black_box(handle.top_partitions(10));
+        }
+        (heap, rss, made, all, one, start.elapsed() / 100)
     });
     let n = n as f64;
     format!(
-        "{} {} {} {} {} {} {}",
+        "{} {} {} {} {} {} {} {}",
         heap as f64 / n,
         rss as f64 / n,
         one.0 as f64 / n,
@@ -110,6 +116,7 @@ fn memory_child(n: usize) -> String {
         made.as_secs_f64() * 1e6 / n,
         all_ms.as_secs_f64() * 1e3,
         one_us.as_secs_f64() * 1e6,
+        top_us.as_secs_f64() * 1e6,
     )
 }
 
@@ -334,14 +341,14 @@ fn main() {
     println!();
     println!(
         "| tenants | heap B/partition (task in one partition) | RSS B/partition (one partition) \
-         | create µs | metrics() ms | one partition's metrics µs |"
+         | create µs | metrics() ms | one partition's metrics µs | top_partitions(10) µs |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
     for &n in &counts {
         let m = child("mem", n);
         println!(
-            "| {n} | {:.0} ({:.0}) | {:.0} ({:.0}) | {:.2} | {:.3} | {:.2} |",
-            m[0], m[2], m[1], m[3], m[4], m[5], m[6]
+            "| {n} | {:.0} ({:.0}) | {:.0} ({:.0}) | {:.2} | {:.3} | {:.2} | {:.1} |",
+            m[0], m[2], m[1], m[3], m[4], m[5], m[6], m[7]
         );
     }
     println!();

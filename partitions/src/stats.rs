@@ -180,6 +180,11 @@ impl PartitionStats {
         self.queued.store(n, Relaxed);
     }
 
+    /// The busy time alone, without the cost of a full snapshot.
+    pub fn busy(&self) -> Duration {
+        Duration::from_nanos(self.busy_ns.load(Relaxed))
+    }
+
     /// The queued-tasks gauge alone, without the cost of a full snapshot.
     pub fn queued(&self) -> usize {
         self.queued.load(Relaxed)

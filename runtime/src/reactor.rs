@@ -36,7 +36,7 @@ use std::cell::{Cell, RefCell};
 use std::io;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -100,6 +100,11 @@ pub(crate) struct Reactor {
     deferred: RefCell<Vec<(Arc<PartitionInner>, usize)>>,
     load_at: Cell<Nanos>,
     load_busy: Cell<u64>,
+    /// Scheduler keys of the partitions whose turns ended since the last
+    /// leaderboard refresh (see `turn.rs::refresh_leaders`).
+    ran: RefCell<Vec<usize>>,
+    /// This core's busiest partitions, most busy first.
+    leaders: RefCell<Vec<Weak<PartitionInner>>>,
     /// IO operations the running task may still perform in this poll (the
     /// cooperative budget, [`BUDGET`] per poll).
     budget: Cell<u32>,
@@ -159,6 +164,8 @@ pub(crate) fn run(
         deferred: RefCell::new(Vec::new()),
         load_at: Cell::new(0),
         load_busy: Cell::new(0),
+        ran: RefCell::new(Vec::new()),
+        leaders: RefCell::new(Vec::new()),
         budget: Cell::new(BUDGET),
         polls_since_io: Cell::new(0),
         last_io: Cell::new(0),

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 use crate::context::with_core;
-use crate::metrics::RuntimeMetrics;
+use crate::metrics::{CoreMetrics, PartitionMetrics, RuntimeMetrics};
 use crate::task::JoinHandle;
 
 mod builder;
@@ -172,9 +172,20 @@ impl Runtime {
             .all(|c| c.stats.io_uring.load(Ordering::Relaxed))
     }
 
-    /// A snapshot of every core's and partition's metrics.
+    /// A snapshot of every core's and partition's metrics; see
+    /// [`Handle::metrics`] for its cost.
     pub fn metrics(&self) -> RuntimeMetrics {
         self.handle.metrics()
+    }
+
+    /// See [`Handle::core_metrics`].
+    pub fn core_metrics(&self) -> Vec<CoreMetrics> {
+        self.handle.core_metrics()
+    }
+
+    /// See [`Handle::top_partitions`].
+    pub fn top_partitions(&self, n: usize) -> Vec<PartitionMetrics> {
+        self.handle.top_partitions(n)
     }
 
     /// Shuts the runtime down, waiting at most `d` for its cores.

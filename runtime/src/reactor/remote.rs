@@ -12,7 +12,7 @@
 
 use std::io;
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -57,6 +57,9 @@ pub(crate) struct Remote {
     /// Set, under the lock, when the core has finished shutting down; see
     /// [`Remote::send_adoption`].
     pub(crate) exited: Mutex<bool>,
+    /// The core's busiest partitions, most busy first, as it last published
+    /// them (every 10 ms).
+    pub(crate) leaders: Mutex<Vec<Weak<PartitionInner>>>,
 }
 
 impl Remote {
@@ -79,6 +82,7 @@ impl Remote {
             reserved_for,
             registrations: Arc::new(Registrations::new(poll.registry().try_clone()?)),
             exited: Mutex::new(false),
+            leaders: Mutex::new(Vec::new()),
         };
         Ok((remote, rx))
     }

@@ -14,6 +14,7 @@ use crate::driver::uring::RingRequest;
 use crate::driver::wake_all;
 use crate::partition::route::Holder;
 use crate::partition::{PartitionInner, NOT_ATTACHED};
+use std::sync::Weak;
 
 /// Ready IO operations one task poll may perform before it yields (the
 /// cooperative budget; see `fairloop_runtime::io`).
@@ -72,6 +73,7 @@ impl Reactor {
             }
             self.sched.borrow_mut().end_turn();
             self.current.set(NO_TURN);
+            self.ran.borrow_mut().push(key.index());
             cs.stats.add_turn(now.saturating_sub(start), polls);
             self.polls_since_io.set(self.polls_since_io.get() + polls);
         }
@@ -231,6 +233,10 @@ impl Reactor {
 
     fn park(&self) {
         let cs = self.remote();
+        if !self.ran.borrow().is_empty() {
+            // Idle from here on: publish the last turns' busy time now.
+            self.refresh_leaders();
+        }
         let flag = cs.park_flag();
         if !flag.prepare_park() {
             // Foreign work arrived since the last drain.
@@ -308,5 +314,44 @@ impl Reactor {
         stats.set_demand(0.7 * stats.demand() + 0.3 * wanting);
         self.load_at.set(now);
         self.load_busy.set(busy);
+        self.refresh_leaders();
+    }
+
+    /// Refreshes this core's leaderboard: of the partitions on it before
+    /// and those that had a turn since, the [`LEADERS`] with the most busy
+    /// time, published on the core's [`Remote`](super::Remote) for
+    /// `top_partitions`. Every 10 ms; it costs O(turns since + LEADERS),
+    /// whatever the number of partitions, and a partition whose busy time
+    /// grows has had a turn, so none is missed.
+    fn refresh_leaders(&self) {
+        let mut ran = std::mem::take(&mut *self.ran.borrow_mut());
+        ran.sort_unstable();
+        ran.dedup();
+        let mut board: Vec<Arc<PartitionInner>> = {
+            let attached = self.attached.borrow();
+            let leaders = self.leaders.borrow();
+            leaders
+                .iter()
+                .filter_map(Weak::upgrade)
+                .chain(
+                    ran.drain(..)
+                        .filter_map(|k| attached.get(k).cloned().flatten()),
+                )
+                .filter(|p| p.owner() == self.index)
+                .collect()
+        };
+        board.sort_unstable_by_key(|p| p.id);
+        board.dedup_by_key(|p| p.id);
+        board.sort_by_cached_key(|p| std::cmp::Reverse(p.stats.busy()));
+        board.truncate(LEADERS);
+        let weak: Vec<_> = board.iter().map(Arc::downgrade).collect();
+        *self.remote().leaders.lock() = weak.clone();
+        *self.leaders.borrow_mut() = weak;
+        // Keep the scratch vector's capacity for the next period.
+        *self.ran.borrow_mut() = ran;
     }
 }
+
+/// Partitions in each core's leaderboard: `top_partitions(n)` is exact for
+/// `n` up to this many.
+const LEADERS: usize = 64;

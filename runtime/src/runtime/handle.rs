@@ -6,7 +6,7 @@ use std::io;
 use std::sync::Arc;
 
 use super::RuntimeInner;
-use crate::metrics::RuntimeMetrics;
+use crate::metrics::{CoreMetrics, PartitionMetrics, RuntimeMetrics};
 use crate::partition::Partition;
 use crate::task::JoinHandle;
 
@@ -64,9 +64,35 @@ impl Handle {
         self.inner.config.cores
     }
 
-    /// A snapshot of every core's and partition's metrics.
+    /// A snapshot of every core's and partition's metrics. It costs
+    /// O(partitions): with thousands of them, prefer
+    /// [`core_metrics`](Handle::core_metrics),
+    /// [`top_partitions`](Handle::top_partitions) and
+    /// [`partition`](Handle::partition).
     pub fn metrics(&self) -> RuntimeMetrics {
         self.inner.metrics()
+    }
+
+    /// Every core's metrics, by index (O(cores)).
+    pub fn core_metrics(&self) -> Vec<CoreMetrics> {
+        self.inner.core_metrics()
+    }
+
+    /// The `n` partitions with the most busy time (CPU time of their
+    /// polls), most busy first, at a cost that does not grow with the
+    /// number of partitions: each core keeps a leaderboard of its 64
+    /// busiest, refreshed every 10 ms while it runs. So the list is exact
+    /// for `n` up to 64, and up to 10 ms old; a partition with no busy
+    /// time yet may be missing.
+    pub fn top_partitions(&self, n: usize) -> Vec<PartitionMetrics> {
+        self.inner.top_partitions(n)
+    }
+
+    /// The live partition with id `id` (O(1)); `None` once it is gone.
+    pub fn partition(&self, id: u64) -> Option<Partition> {
+        self.inner
+            .partition_by_id(id)
+            .map(|inner| Partition { inner })
     }
 }
 

@@ -13,7 +13,7 @@ use super::registry::Registry;
 use super::Config;
 use crate::context::on_core;
 use crate::error::invalid;
-use crate::metrics::RuntimeMetrics;
+use crate::metrics::{CoreMetrics, PartitionMetrics, RuntimeMetrics};
 use crate::partition::{NewPartition, PartitionBuilder, PartitionInner, Placement};
 use crate::reactor::{Control, Remote};
 use crate::task::{Cancelled, JoinError, JoinHandle};
@@ -237,13 +237,41 @@ impl RuntimeInner {
     pub(super) fn metrics(&self) -> RuntimeMetrics {
         let partitions = self.partitions();
         RuntimeMetrics {
-            cores: self
-                .cores
-                .iter()
-                .map(|c| c.stats.snapshot(c.index, c.reserved_for.clone()))
-                .collect(),
+            cores: self.core_metrics(),
             partitions: partitions.iter().map(|p| p.metrics()).collect(),
         }
+    }
+
+    /// Every core's metrics, by index.
+    pub(super) fn core_metrics(&self) -> Vec<CoreMetrics> {
+        self.cores
+            .iter()
+            .map(|c| c.stats.snapshot(c.index, c.reserved_for.clone()))
+            .collect()
+    }
+
+    /// The `n` partitions with the most busy time, most busy first, from
+    /// the cores' leaderboards: O(cores × LEADERS), whatever the number of
+    /// partitions.
+    pub(super) fn top_partitions(&self, n: usize) -> Vec<PartitionMetrics> {
+        let mut top: Vec<PartitionMetrics> = self
+            .cores
+            .iter()
+            .flat_map(|c| c.leaders.lock().clone())
+            .filter_map(|w| w.upgrade())
+            .map(|p| p.metrics())
+            .collect();
+        // A partition that moved may be on two boards.
+        top.sort_unstable_by_key(|m| m.id);
+        top.dedup_by_key(|m| m.id);
+        top.sort_by(|a, b| b.busy.cmp(&a.busy).then(a.id.cmp(&b.id)));
+        top.truncate(n);
+        top
+    }
+
+    /// The live partition with this id.
+    pub(crate) fn partition_by_id(&self, id: u64) -> Option<Arc<PartitionInner>> {
+        self.registry.lock().all.get(&id).and_then(Weak::upgrade)
     }
 
     /// Starts `future` in the root partition of `core`, or refuses with a
