@@ -20,6 +20,10 @@
 //!   wake delay (p50, p99), and total work against the same tasks in one
 //!   partition and on tokio `current_thread`, run for as long right after.
 //!
+//! The under-load child runs `TENANTS_ROUNDS` times (default 3), each in a
+//! fresh process; the table gives medians over rounds (and the range of
+//! the work ratio).
+//!
 //! Run: `cargo bench -p fairloop-benches --bench tenants`.
 
 use std::process::Command;
@@ -353,21 +357,35 @@ fn main() {
     }
     println!();
     println!(
-        "| tenants | creator late ms | worst 2 s Jain | work / one partition | work / tokio \
-         | sleeper late p50 ms | p99 ms | sleeps |"
+        "| tenants (medians of rounds) | creator late ms | worst 2 s Jain \
+         | work / one partition [range] | work / tokio | sleeper late p50 ms | p99 ms | sleeps |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let rounds: usize = std::env::var("TENANTS_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3)
+        .max(1);
     for &n in &counts {
-        let r = child("run", n);
+        let runs: Vec<Vec<f64>> = (0..rounds).map(|_| child("run", n)).collect();
+        // (median, min, max) over the rounds of `f`.
+        let med = |f: &dyn Fn(&[f64]) -> f64| {
+            let mut v: Vec<f64> = runs.iter().map(|r| f(r)).collect();
+            v.sort_by(f64::total_cmp);
+            (v[v.len() / 2], v[0], v[v.len() - 1])
+        };
+        let work = med(&|r| r[2] / r[3]);
         println!(
-            "| {n} | {} | {:.3} | {:.3} | {:.3} | {} | {} | {} |",
-            ms(Duration::from_secs_f64(r[0] / 1e3)),
-            r[1],
-            r[2] / r[3],
-            r[2] / r[4],
-            ms(Duration::from_secs_f64(r[5] / 1e3)),
-            ms(Duration::from_secs_f64(r[6] / 1e3)),
-            r[7],
+            "| {n} | {} | {:.3} | {:.3} [{:.3}-{:.3}] | {:.3} | {} | {} | {} |",
+            ms(Duration::from_secs_f64(med(&|r| r[0]).0 / 1e3)),
+            med(&|r| r[1]).0,
+            work.0,
+            work.1,
+            work.2,
+            med(&|r| r[2] / r[4]).0,
+            ms(Duration::from_secs_f64(med(&|r| r[5]).0 / 1e3)),
+            ms(Duration::from_secs_f64(med(&|r| r[6]).0 / 1e3)),
+            med(&|r| r[7]).0,
         );
     }
 }
