@@ -16,12 +16,11 @@
 //! Run: `cargo bench -p fairloop-benches --bench memory`.
 
 use std::future::Future;
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use fairloop_benches::mem::{live_bytes, rss_bytes, Counting};
-use fairloop_benches::{fairloop_rt, machine, tokio_rt};
+use fairloop_benches::{child_numbers, fairloop_rt, machine, tokio_rt};
 
 const TASKS: usize = 100_000;
 const CHILD_ENV: &str = "FAIRLOOP_MEMORY_RUN";
@@ -101,21 +100,7 @@ fn measure(runtime: &str) -> Measured {
 }
 
 fn child(runtime: &str) -> Measured {
-    let exe = std::env::current_exe().expect("own path");
-    let out = Command::new(exe)
-        .env(CHILD_ENV, runtime)
-        .output()
-        .expect("run the measuring child");
-    assert!(
-        out.status.success(),
-        "{runtime} child failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let f: Vec<f64> = text
-        .split_whitespace()
-        .map(|w| w.parse().expect("child prints numbers"))
-        .collect();
+    let f = child_numbers(CHILD_ENV, runtime);
     Measured {
         heap: f[0] as isize,
         rss: f[1] as isize,

@@ -26,14 +26,13 @@
 //!
 //! Run: `cargo bench -p fairloop-benches --bench tenants`.
 
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fairloop::partition::{self, PartitionSpec};
 use fairloop_benches::mem::{live_bytes, rss_bytes, Counting};
-use fairloop_benches::{cpu_work, fairloop_rt, machine, ms, quantile, tokio_rt};
+use fairloop_benches::{child_numbers, cpu_work, fairloop_rt, machine, ms, quantile, tokio_rt};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -295,20 +294,7 @@ fn run_child(n: usize, secs: Duration) -> String {
 }
 
 fn child(kind: &str, n: usize) -> Vec<f64> {
-    let exe = std::env::current_exe().expect("own path");
-    let out = Command::new(exe)
-        .env(CHILD_ENV, format!("{kind}:{n}"))
-        .output()
-        .expect("run the measuring child");
-    assert!(
-        out.status.success(),
-        "{kind} child for {n} tenants failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .map(|w| w.parse().expect("child prints numbers"))
-        .collect()
+    child_numbers(CHILD_ENV, &format!("{kind}:{n}"))
 }
 
 fn secs() -> Duration {

@@ -81,6 +81,29 @@ pub fn us(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1e6)
 }
 
+/// Runs this bench's executable again with `env=value` (a measurement in
+/// a fresh process, so it inherits no other measurement's memory) and
+/// returns the whitespace-separated numbers it prints.
+///
+/// # Panics
+/// If the child fails, or prints something that is not a number.
+pub fn child_numbers(env: &str, value: &str) -> Vec<f64> {
+    let exe = std::env::current_exe().expect("own path");
+    let out = std::process::Command::new(exe)
+        .env(env, value)
+        .output()
+        .expect("run the measuring child");
+    assert!(
+        out.status.success(),
+        "the {value} child failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(|w| w.parse().expect("the child prints numbers"))
+        .collect()
+}
+
 /// The machine, for the reports: CPU count and model.
 pub fn machine() -> String {
     let model = std::fs::read_to_string("/proc/cpuinfo")
