@@ -73,7 +73,15 @@ impl Reactor {
             }
             self.sched.borrow_mut().end_turn();
             self.current.set(NO_TURN);
-            self.ran.borrow_mut().push(key.index());
+            let ran = {
+                let mut ran = self.ran.borrow_mut();
+                ran.push(key.index());
+                ran.len()
+            };
+            if ran >= RAN_REFRESH {
+                // Many short turns: refresh before the list grows long.
+                self.refresh_leaders();
+            }
             cs.stats.add_turn(now.saturating_sub(start), polls);
             self.polls_since_io.set(self.polls_since_io.get() + polls);
         }
@@ -320,9 +328,10 @@ impl Reactor {
     /// Refreshes this core's leaderboard: of the partitions on it before
     /// and those that had a turn since, the [`LEADERS`] with the most busy
     /// time, published on the core's [`Remote`](super::Remote) for
-    /// `top_partitions`. Every 10 ms; it costs O(turns since + LEADERS),
-    /// whatever the number of partitions, and a partition whose busy time
-    /// grows has had a turn, so none is missed.
+    /// `top_partitions`. Every 10 ms (and every [`RAN_REFRESH`] turns); it
+    /// costs O(turns since + LEADERS), whatever the number of partitions,
+    /// and a partition whose busy time grows has had a turn, so none is
+    /// missed.
     fn refresh_leaders(&self) {
         let mut ran = std::mem::take(&mut *self.ran.borrow_mut());
         ran.sort_unstable();
@@ -355,3 +364,6 @@ impl Reactor {
 /// Partitions in each core's leaderboard: `top_partitions(n)` is exact for
 /// `n` up to this many.
 const LEADERS: usize = 64;
+/// Turns after which the leaderboard is refreshed even within the 10 ms
+/// period, so that the refresh sorts a short list: O(log) per turn.
+const RAN_REFRESH: usize = 4 * LEADERS;
