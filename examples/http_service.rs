@@ -646,11 +646,7 @@ pub const METRICS_TOP_PARTITIONS: usize = 20;
 /// partition not listed (the cores' totals less the listed ones').
 pub fn prometheus(core_metrics: &[CoreMetrics], partitions: &[PartitionMetrics]) -> String {
     let mut out = String::new();
-    let m = RuntimeMetrics {
-        cores: core_metrics.to_vec(),
-        partitions: partitions.to_vec(),
-    };
-    let cores = m.cores.len() as u64;
+    let cores = core_metrics.len() as u64;
     let core_label = |c: usize| format!("core=\"{c}\"");
 
     type CoreSeries = fn(&fairloop::metrics::CoreMetrics) -> String;
@@ -706,7 +702,7 @@ pub fn prometheus(core_metrics: &[CoreMetrics], partitions: &[PartitionMetrics])
     ];
     for (name, kind, help, value) in core_series {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for c in &m.cores {
+        for c in core_metrics {
             let _ = writeln!(out, "{name}{{{}}} {}", core_label(c.core), value(c));
         }
     }
@@ -770,16 +766,16 @@ pub fn prometheus(core_metrics: &[CoreMetrics], partitions: &[PartitionMetrics])
             |p| p.shares.to_string(),
         ),
     ];
-    let polls: u64 = m.cores.iter().map(|c| c.polls).sum();
-    let busy: Duration = m.cores.iter().map(|c| c.busy).sum();
+    let polls: u64 = core_metrics.iter().map(|c| c.polls).sum();
+    let busy: Duration = core_metrics.iter().map(|c| c.busy).sum();
     let other = fairloop::metrics::PartitionMetrics {
-        polls: polls.saturating_sub(m.partitions.iter().map(|p| p.polls).sum()),
-        busy: busy.saturating_sub(m.partitions.iter().map(|p| p.busy).sum()),
+        polls: polls.saturating_sub(partitions.iter().map(|p| p.polls).sum()),
+        busy: busy.saturating_sub(partitions.iter().map(|p| p.busy).sum()),
         ..Default::default()
     };
     for (name, kind, help, value) in part_series {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for p in &m.partitions {
+        for p in partitions {
             let _ = writeln!(out, "{name}{{{}}} {}", labels(p), value(p));
         }
         if name.ends_with("_polls_total") || name.ends_with("_busy_seconds_total") {
@@ -791,7 +787,7 @@ pub fn prometheus(core_metrics: &[CoreMetrics], partitions: &[PartitionMetrics])
         out,
         "# HELP {name} Time from becoming runnable to being polled, by quantile.\n# TYPE {name} gauge"
     );
-    for p in &m.partitions {
+    for p in partitions {
         for (q, d) in [("0.5", p.sched_delay_p50), ("0.99", p.sched_delay_p99)] {
             let _ = writeln!(out, "{name}{{{},quantile=\"{q}\"}} {}", labels(p), secs(d));
         }

@@ -402,9 +402,7 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamSource<S> {
         }
         drop(st);
         self.inner.io.poll_io(cx, Direction::Read, |s| {
-            rustix::net::recv(s, &mut *buf, rustix::net::RecvFlags::PEEK)
-                .map(|(n, _)| n)
-                .map_err(io::Error::from)
+            recv_fd(s, buf, rustix::net::RecvFlags::PEEK)
         })
     }
 
@@ -488,12 +486,15 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamInner<S> {
     fn top_up(&self, st: &mut StreamState, more: usize) {
         debug_assert!(st.recv.is_none());
         let mut chunk = vec![0u8; more.min(MAX_RECV)];
-        let flags = rustix::net::RecvFlags::DONTWAIT;
-        match rustix::net::recv(self.io.get_ref(), &mut chunk[..], flags) {
-            Ok((0, _)) => st.eof = true,
-            Ok((n, _)) => st.rx.extend_from_slice(&chunk[..n]),
-            Err(rustix::io::Errno::AGAIN) => {}
-            Err(e) => st.rx_error = Some(e.into()),
+        match recv_fd(
+            self.io.get_ref(),
+            &mut chunk,
+            rustix::net::RecvFlags::DONTWAIT,
+        ) {
+            Ok(0) => st.eof = true,
+            Ok(n) => st.rx.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => st.rx_error = Some(e),
         }
     }
 
@@ -797,10 +798,15 @@ fn copy_to(dst: &mut [u8], src: &[u8]) -> usize {
     n
 }
 
-fn read_fd(fd: impl AsFd, buf: &mut [u8]) -> io::Result<usize> {
-    rustix::net::recv(fd, buf, rustix::net::RecvFlags::empty())
+/// One `recv` into `buf` with `flags`: the byte count.
+fn recv_fd(fd: impl AsFd, buf: &mut [u8], flags: rustix::net::RecvFlags) -> io::Result<usize> {
+    rustix::net::recv(fd, buf, flags)
         .map(|(n, _)| n)
         .map_err(io::Error::from)
+}
+
+fn read_fd(fd: impl AsFd, buf: &mut [u8]) -> io::Result<usize> {
+    recv_fd(fd, buf, rustix::net::RecvFlags::empty())
 }
 
 fn shutdown_fd(fd: impl AsFd, how: Shutdown) -> io::Result<()> {
