@@ -20,3 +20,11 @@ pub use crate::driver::readiness::Direction;
 pub use crate::reactor::BUDGET;
 pub use source::IoSource;
 pub use stream::{StreamSource, MAX_RECV, MAX_SEND};
+
+/// Whether the caller runs on a core thread of a fairloop runtime (a task,
+/// or code between polls), where a blocking call such as a name lookup
+/// stalls every partition of that core, latency partitions too. `false` on
+/// any other thread, a `spawn_blocking` closure's included.
+pub fn on_core_thread() -> bool {
+    crate::context::with_core(|core| core.is_some())
+}
