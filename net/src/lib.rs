@@ -34,6 +34,20 @@
 //! reference. Datagram sockets ([`UdpSocket`], [`UnixDatagram`]) have async
 //! `send`/`recv` methods on `&self`.
 //!
+//! **Names** are resolved off the core. Every `connect`, `bind` and
+//! `send_to` takes a [`ToSocketAddrs`]: an IP socket address
+//! (`"127.0.0.1:80"`, `"[::1]:80"`, a `SocketAddr`, `(ip, port)`) is parsed
+//! inline, and a host name (`"example.com:443"`, `("example.com", 443)`) is
+//! looked up with the system resolver on the blocking pool, as by
+//! [`lookup_host`]. `getaddrinfo` blocks for as long as the resolver's
+//! timeout when a name server does not answer; on a core thread that would
+//! stall every partition of the core, latency partitions too, since a poll
+//! is never interrupted. The synchronous calls (`TcpListener::bind`,
+//! `UdpSocket::bind`, `UdpSocket::connect`) cannot wait without blocking,
+//! so on a core thread they refuse a host name with an error that says to
+//! use [`lookup_host`] first (elsewhere they look it up on the calling
+//! thread, as std does).
+//!
 //! Features (none by default):
 //! * `tokio`: the streams also implement `tokio::io::AsyncRead`/`AsyncWrite`
 //!   (for tokio-util codecs, hyper-util's `TokioIo`, ...). No tokio runtime
@@ -47,7 +61,7 @@
 #![warn(missing_docs)]
 
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 
 #[cfg(feature = "hyper")]
 pub mod hyper;
@@ -71,6 +85,7 @@ macro_rules! impl_fd {
 }
 
 mod listener;
+mod lookup;
 mod stream;
 mod tcp;
 mod udp;
@@ -115,25 +130,23 @@ impl_sockets!(
     std::os::unix::net::SocketAddr
 );
 
+pub use lookup::{lookup_host, ToSocketAddrs};
 pub use tcp::{TcpListener, TcpStream};
 pub use udp::UdpSocket;
 pub use unix::{UnixDatagram, UnixListener, UnixStream};
 
-/// Tries `f` on each address `addr` resolves to; the last error if none
-/// works.
-fn resolve<T>(
-    addr: impl ToSocketAddrs,
+/// Tries `f` on each of `addrs` (not empty) in turn: its first success,
+/// or the last error.
+fn try_each<T>(
+    addrs: lookup::Addrs,
     mut f: impl FnMut(SocketAddr) -> io::Result<T>,
 ) -> io::Result<T> {
-    let mut last = io::Error::new(
-        io::ErrorKind::InvalidInput,
-        "the address resolved to nothing",
-    );
-    for addr in addr.to_socket_addrs()? {
+    let mut last = None;
+    for addr in addrs {
         match f(addr) {
             Ok(t) => return Ok(t),
-            Err(e) => last = e,
+            Err(e) => last = Some(e),
         }
     }
-    Err(last)
+    Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no socket address")))
 }

@@ -2,14 +2,15 @@
 
 use std::fmt;
 use std::io;
-use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
+use std::net::{Shutdown, SocketAddr};
 
 use futures_lite::future::poll_fn;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::listener::Listener;
-use crate::resolve;
+use crate::lookup::Pending;
 use crate::stream::Stream;
+use crate::{try_each, ToSocketAddrs};
 
 /// A TCP socket listening for connections.
 ///
@@ -21,21 +22,30 @@ pub struct TcpListener {
 }
 
 impl TcpListener {
-    /// Binds to `addr` (the first address it resolves to that can be bound).
+    /// Binds to `addr` (the first address it names that can be bound).
     /// Errors such as "address in use" come back as they are.
+    ///
+    /// Binding is synchronous, so a host name (`"localhost:8080"`) is looked
+    /// up on the calling thread, and is refused (`InvalidInput`) on a
+    /// fairloop core thread, where the lookup would stall the core's
+    /// partitions: there, look it up first with
+    /// [`lookup_host`](crate::lookup_host) and bind the addresses it
+    /// returns. IP addresses (`"0.0.0.0:8080"`, `"[::1]:0"`) need no lookup.
     pub fn bind(addr: impl ToSocketAddrs) -> io::Result<Self> {
-        Self::bind_with(addr, false)
+        Self::bind_with(addr, false, "TcpListener::bind")
     }
 
     /// Binds with `SO_REUSEPORT`, so several listeners (one per core, for
     /// example in [`Runtime::run_on_shards`](fairloop_runtime::Runtime::run_on_shards))
     /// share one port and the kernel spreads connections between them.
+    /// A host name is treated as by [`bind`](TcpListener::bind).
     pub fn bind_reuseport(addr: impl ToSocketAddrs) -> io::Result<Self> {
-        Self::bind_with(addr, true)
+        Self::bind_with(addr, true, "TcpListener::bind_reuseport")
     }
 
-    fn bind_with(addr: impl ToSocketAddrs, reuseport: bool) -> io::Result<Self> {
-        resolve(addr, |addr| {
+    fn bind_with(addr: impl ToSocketAddrs, reuseport: bool, what: &str) -> io::Result<Self> {
+        let addrs = Pending::new(&addr)?.finish_now(what)?;
+        try_each(addrs, |addr| {
             let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
             socket.set_reuse_address(true)?;
             if reuseport {
@@ -93,18 +103,24 @@ impl TcpStream {
         })
     }
 
-    /// Connects to `addr` (trying each address it resolves to in turn).
-    /// A refused connection is `ErrorKind::ConnectionRefused`.
+    /// Connects to `addr` (trying each address it names in turn). A host
+    /// name is looked up on the blocking pool, as by
+    /// [`lookup_host`](crate::lookup_host), so a slow resolver delays only
+    /// this task; an IP address is used at once. A refused connection is
+    /// `ErrorKind::ConnectionRefused`.
     pub async fn connect(addr: impl ToSocketAddrs) -> io::Result<Self> {
-        let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
-        let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no address to connect to");
+        let pending = Pending::new(&addr)?;
+        let addrs = pending.finish_some("TcpStream::connect").await?;
+        let mut last = None;
         for addr in addrs {
             match Self::connect_one(addr).await {
                 Ok(s) => return Ok(s),
-                Err(e) => last = e,
+                Err(e) => last = Some(e),
             }
         }
-        Err(last)
+        Err(last.unwrap_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "no address to connect to")
+        }))
     }
 
     async fn connect_one(addr: SocketAddr) -> io::Result<Self> {

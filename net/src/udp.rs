@@ -2,12 +2,13 @@
 
 use std::fmt;
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 
 use fairloop_runtime::io::{Direction, IoSource};
 use futures_lite::future::poll_fn;
 
-use crate::resolve;
+use crate::lookup::Pending;
+use crate::{try_each, ToSocketAddrs};
 
 /// A UDP socket.
 ///
@@ -25,11 +26,18 @@ pub struct UdpSocket {
 }
 
 impl UdpSocket {
-    /// Binds to `addr` (the first address it resolves to that can be bound;
+    /// Binds to `addr` (the first address it names that can be bound;
     /// port 0 picks a free port). "Address in use" comes back as
     /// `ErrorKind::AddrInUse`.
+    ///
+    /// Binding is synchronous, so a host name is looked up on the calling
+    /// thread, and is refused (`InvalidInput`) on a fairloop core thread,
+    /// where the lookup would stall the core's partitions: there, look it
+    /// up first with [`lookup_host`](crate::lookup_host). IP addresses need
+    /// no lookup.
     pub fn bind(addr: impl ToSocketAddrs) -> io::Result<Self> {
-        resolve(addr, |addr| {
+        let addrs = Pending::new(&addr)?.finish_now("UdpSocket::bind")?;
+        try_each(addrs, |addr| {
             Ok(UdpSocket {
                 io: IoSource::new(mio::net::UdpSocket::bind(addr)?),
             })
@@ -48,8 +56,13 @@ impl UdpSocket {
     /// datagrams are received. Connecting does not send anything, so it
     /// succeeds also when no one listens there; the refusal shows up as
     /// `ErrorKind::ConnectionRefused` on a later send or receive.
+    ///
+    /// A host name is treated as by [`bind`](UdpSocket::bind): refused on
+    /// a core thread, where [`lookup_host`](crate::lookup_host) resolves it
+    /// without stalling the core.
     pub fn connect(&self, addr: impl ToSocketAddrs) -> io::Result<()> {
-        resolve(addr, |addr| self.io.get_ref().connect(addr))
+        let addrs = Pending::new(&addr)?.finish_now("UdpSocket::connect")?;
+        try_each(addrs, |addr| self.io.get_ref().connect(addr))
     }
 
     /// Sends `buf` as one datagram to the connected peer; the number of
@@ -64,10 +77,17 @@ impl UdpSocket {
         poll_fn(|cx| self.io.poll_io(cx, Direction::Read, |s| s.recv(buf))).await
     }
 
-    /// Sends `buf` as one datagram to `addr` (the first address it resolves
-    /// to); the number of bytes sent.
+    /// Sends `buf` as one datagram to `addr` (the first address it names);
+    /// the number of bytes sent. A host name is looked up on the blocking
+    /// pool, as by [`lookup_host`](crate::lookup_host), so a slow resolver
+    /// delays only this task; to send many datagrams to one host, look it
+    /// up once and send to the address.
     pub async fn send_to(&self, buf: &[u8], addr: impl ToSocketAddrs) -> io::Result<usize> {
-        let target = first_addr(addr)?;
+        let pending = Pending::new(&addr)?;
+        let mut addrs = pending.finish_some("UdpSocket::send_to").await?;
+        let target = addrs
+            .next()
+            .expect("finish_some returns at least one address");
         poll_fn(|cx| {
             self.io
                 .poll_io(cx, Direction::Write, |s| s.send_to(buf, target))
@@ -122,16 +142,6 @@ impl UdpSocket {
     pub fn take_error(&self) -> io::Result<Option<io::Error>> {
         self.io.get_ref().take_error()
     }
-}
-
-/// The first address `addr` resolves to.
-fn first_addr(addr: impl ToSocketAddrs) -> io::Result<SocketAddr> {
-    addr.to_socket_addrs()?.next().ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "the address resolved to nothing",
-        )
-    })
 }
 
 impl fmt::Debug for UdpSocket {
