@@ -106,7 +106,10 @@ pub mod metrics {
     pub use fairloop_runtime::metrics::*;
 }
 
-/// Sockets (TCP, UDP, Unix) on the per-core reactors.
+/// Sockets (TCP, UDP, Unix) on the per-core reactors, and
+/// [`lookup_host`](net::lookup_host): host names are resolved on the
+/// blocking pool, never on a core thread, where a slow resolver would
+/// stall every partition of the core.
 pub mod net {
     pub use fairloop_net::*;
 }
