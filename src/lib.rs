@@ -110,3 +110,10 @@ pub mod metrics {
 pub mod net {
     pub use fairloop_net::*;
 }
+
+/// Graceful shutdown: the request tasks wait for ([`requested`](shutdown::requested),
+/// [`is_requested`](shutdown::is_requested)) and what
+/// [`Runtime::shutdown_graceful`] reports.
+pub mod shutdown {
+    pub use fairloop_runtime::shutdown::*;
+}
