@@ -117,3 +117,8 @@ pub mod net {
 pub mod shutdown {
     pub use fairloop_runtime::shutdown::*;
 }
+
+/// SIGINT (Ctrl-C) and SIGTERM as futures, for any task on any core.
+pub mod signal {
+    pub use fairloop_runtime::signal::*;
+}

@@ -2,7 +2,8 @@
 //! at once when it happens.
 //!
 //! Used for events that happen to a whole runtime (a shutdown request,
-//! [`crate::shutdown`]), whose waiters may be tasks on any core, or futures
+//! [`crate::shutdown`]) or to the whole process (a signal,
+//! [`crate::signal`]), whose waiters may be tasks on any core, or futures
 //! driven by another executor on any thread.
 //!
 //! The protocol, which loses no wake: the side that makes the event happen
