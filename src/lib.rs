@@ -115,17 +115,10 @@ pub mod net {
     pub use fairloop_net::*;
 }
 
-/// Graceful shutdown: the request tasks wait for ([`requested`](shutdown::requested),
-/// [`is_requested`](shutdown::is_requested)) and what
-/// [`Runtime::shutdown_graceful`] reports.
-pub mod shutdown {
-    pub use fairloop_runtime::shutdown::*;
-}
-
-/// SIGINT (Ctrl-C) and SIGTERM as futures, for any task on any core.
-pub mod signal {
-    pub use fairloop_runtime::signal::*;
-}
+// Re-exported whole, so that their docs, which explain the model, show
+// here too.
+pub use fairloop_runtime::shutdown;
+pub use fairloop_runtime::signal;
 
 /// Runs an `async fn` (usually `main`) on a new fairloop runtime.
 ///

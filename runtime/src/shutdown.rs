@@ -64,7 +64,8 @@ pub const STOP_LIMIT: Duration = Duration::from_secs(2);
 /// moment the cores have exited is counted once, in `completed` or in
 /// `cancelled`; so with `stopped`, `completed + cancelled` is the number of
 /// tasks that were left when the shutdown began plus those spawned during
-/// it.
+/// it. (A task that ends on another core at the very moment the shutdown
+/// begins may count as having ended before it.)
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct ShutdownReport {
