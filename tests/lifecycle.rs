@@ -231,25 +231,36 @@ fn a_hard_shutdown_marks_the_request_for_destructors_and_waiters() {
         })
         .detach();
         // A waiter outside the cores (a blocking closure's executor) is
-        // woken by the hard shutdown too, rather than left waiting.
+        // woken by the hard shutdown too, rather than left waiting. (Once
+        // running, the closure outlives its cancelled task.)
         let (tx, rx) = mpsc::channel();
         rt.block_on(async move {
             task::spawn_blocking(move || {
-                futures_lite::future::block_on(shutdown::requested());
-                tx.send(()).expect("the test waits");
+                futures_lite::future::block_on(async {
+                    let mut requested = std::pin::pin!(shutdown::requested());
+                    let first = futures_lite::future::poll_once(&mut requested).await;
+                    assert!(first.is_none(), "no shutdown yet");
+                    tx.send("waiting").expect("the test waits");
+                    requested.await;
+                });
+                tx.send("woken").expect("the test waits");
             })
             .detach();
         });
         wait_until(Duration::from_secs(10), "the task started", || {
             get(&started) == 1
         });
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok("waiting"));
         rt.shutdown_timeout(Duration::from_secs(10));
         assert!(
             in_drop.load(Ordering::SeqCst),
             "is_requested in a destructor"
         );
-        rx.recv_timeout(Duration::from_secs(10))
-            .expect("the blocking waiter was woken");
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(10)),
+            Ok("woken"),
+            "the blocking waiter"
+        );
     })
 }
 
