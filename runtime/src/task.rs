@@ -61,6 +61,13 @@ pub(crate) fn cancel_now(task: Task) {
 }
 
 impl TaskMeta {
+    /// The task's future was dropped: counted by a graceful shutdown in
+    /// progress, as cancelled if `by_shutdown`.
+    #[inline]
+    fn ended(&self, by_shutdown: bool) {
+        self.partition.runtime.lifecycle.task_ended(by_shutdown);
+    }
+
     /// Asks the task to stop at its next poll (see [`JoinHandle::abort`]).
     fn abort(&self) {
         let _ = self
@@ -143,15 +150,6 @@ impl<F: Future> Future for TaskFuture<'_, F> {
         };
         this.meta.ended(false);
         Poll::Ready(result)
-    }
-}
-
-impl TaskMeta {
-    /// The task's future was dropped: counted by a graceful shutdown in
-    /// progress, as cancelled if `by_shutdown`.
-    #[inline]
-    fn ended(&self, by_shutdown: bool) {
-        self.partition.runtime.lifecycle.task_ended(by_shutdown);
     }
 }
 
