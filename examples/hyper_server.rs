@@ -1,4 +1,5 @@
-//! hyper 1.x serving HTTP/1.1 on fairloop (feature `hyper`).
+//! hyper 1.x serving HTTP/1.1 on fairloop (feature `hyper`), stopping
+//! gracefully on SIGTERM or Ctrl-C.
 //!
 //! Every unreserved core `k` gets an `http-k` partition that owns a
 //! `SO_REUSEPORT` [`TcpListener`] on the shared port. Each accepted
@@ -12,11 +13,23 @@
 //! and `Write` itself, so `--direct` hands it to hyper without `TokioIo`.)
 //!
 //! Routes: `GET /` says hello (and which partition and core answered);
-//! `POST /echo` answers with the request body; anything else is a 404.
+//! `POST /echo` answers with the request body; `GET /slow/MS` answers after
+//! `MS` milliseconds (at most a minute), to watch a graceful shutdown;
+//! anything else is a 404.
+//!
+//! **Stopping.** SIGTERM or Ctrl-C (`fairloop::signal`, listened for before
+//! the address is announced) makes `main` call
+//! `Runtime::shutdown_graceful`, which wakes `fairloop::shutdown::requested()`
+//! in every task: each acceptor drops its listener (new connections are
+//! refused), and each connection asks hyper for a graceful shutdown, which
+//! finishes the request in flight, if any, and closes the connection. The
+//! runtime waits up to 10 s for those tasks, and the program exits with
+//! status 0.
 //!
 //! ```text
 //! cargo run --release --features hyper --example hyper_server [-- ADDR] [--direct]
 //! curl -s localhost:3000/; curl -s -d hi localhost:3000/echo
+//! curl -s localhost:3000/slow/3000 & sleep 1; kill -TERM <pid>   # still answered
 //! cargo run --release --features hyper --example hyper_server -- --selftest
 //! ```
 //!
@@ -25,21 +38,31 @@
 //! `std::net::TcpStream` client: a few keep-alive requests on one
 //! connection, an echoed body, a 404, concurrent clients, and that a client
 //! that never finishes its request headers is disconnected by the timer;
-//! it exits with status 0 if every answer was right.
+//! then it shuts down gracefully and exits with status 0 if every answer
+//! was right and no task had to be cancelled. `tests/hyper_graceful.rs`
+//! runs this program in a child process and stops it with SIGTERM during a
+//! slow request.
 
 use std::convert::Infallible;
+use std::future::{poll_fn, Future};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::Poll;
 use std::thread;
 use std::time::{Duration, Instant};
 
+// Public for `tests/hyper_graceful.rs`, which includes this file.
 #[path = "support/http_client.rs"]
-mod http_client;
+pub mod http_client;
 
 use fairloop::net::hyper::FairloopTimer;
 use fairloop::net::TcpListener;
 use fairloop::partition::{Partition, Placement};
-use fairloop::{time, Runtime};
+use fairloop::signal::{Signal, SignalKind};
+use fairloop::{shutdown, time, Runtime};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
@@ -50,11 +73,27 @@ use hyper_util::rt::TokioIo;
 /// How long a client may take to send its request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How long the requests in flight get to finish once the program is asked
+/// to stop.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The longest `GET /slow/MS`.
+const SLOW_MAX: Duration = Duration::from_secs(60);
+
+/// Connections being served, over all cores (for the shutdown's messages).
+static OPEN_CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
+
 fn main() -> io::Result<()> {
+    run(std::env::args().skip(1).collect())
+}
+
+/// The program, given its arguments (`tests/hyper_graceful.rs` runs it in a
+/// child process).
+pub fn run(args: Vec<String>) -> io::Result<()> {
     let mut selftest = false;
     let mut direct = false;
     let mut addr = None;
-    for arg in std::env::args().skip(1) {
+    for arg in args {
         match arg.as_str() {
             "--selftest" => selftest = true,
             "--direct" => direct = true,
@@ -80,6 +119,8 @@ fn main() -> io::Result<()> {
 
     let rt = Runtime::builder().build()?;
     let cores = rt.cores();
+    // Listeners still open, over all acceptors; the last to close says so.
+    let listening = Arc::new(AtomicUsize::new(cores));
     let addr = rt.block_on(async move {
         let first = TcpListener::bind_reuseport(addr)?;
         let addr = first.local_addr()?;
@@ -93,10 +134,15 @@ fn main() -> io::Result<()> {
                 .name(&format!("http-{core}"))
                 .placement(Placement::Core(core))
                 .build()?;
-            http.spawn(accept_loop(listener, direct)).detach();
+            http.spawn(accept_loop(listener, direct, listening.clone()))
+                .detach();
         }
         Ok::<_, io::Error>(addr)
     })?;
+    // From here on SIGTERM and SIGINT no longer kill the process: they are
+    // ours to handle, before anyone learns the address.
+    let mut term = Signal::new(SignalKind::Terminate)?;
+    let mut int = Signal::new(SignalKind::Interrupt)?;
     println!(
         "hyper_server: listening on http://{addr}/ with a listener in each of {cores} partitions \
          (one per core){}",
@@ -107,12 +153,39 @@ fn main() -> io::Result<()> {
         }
     );
 
+    let selftest_result = if selftest {
+        run_selftest(addr)
+    } else {
+        let why = rt.block_on(async move {
+            futures_lite::future::or(
+                async {
+                    term.recv().await;
+                    "SIGTERM"
+                },
+                async {
+                    int.recv().await;
+                    "SIGINT (Ctrl-C)"
+                },
+            )
+            .await
+        });
+        println!("hyper_server: {why}: shutting down gracefully (deadline {SHUTDOWN_DEADLINE:?})");
+        Ok(())
+    };
+    let report = rt.shutdown_graceful(SHUTDOWN_DEADLINE);
+    println!(
+        "hyper_server: stopped: {} task(s) finished, {} cancelled at the deadline",
+        report.completed, report.cancelled
+    );
+    let selftest_result = selftest_result.and_then(|()| {
+        check(report.drained && report.cancelled == 0, || {
+            format!("the graceful shutdown left tasks to cancel: {report:?}")
+        })
+    });
     if !selftest {
-        loop {
-            thread::park();
-        }
+        return Ok(());
     }
-    match run_selftest(addr) {
+    match selftest_result {
         Ok(()) => {
             println!("selftest passed");
             Ok(())
@@ -124,18 +197,30 @@ fn main() -> io::Result<()> {
     }
 }
 
-/// Accepts connections forever and serves each in its own task, in the
-/// calling partition.
-async fn accept_loop(listener: TcpListener, direct: bool) {
+/// Accepts connections and serves each in its own task, in the calling
+/// partition, until the runtime shuts down; then drops the listener (new
+/// connections are refused) and leaves the open connections to finish.
+async fn accept_loop(listener: TcpListener, direct: bool, listening: Arc<AtomicUsize>) {
+    let mut stop = pin!(shutdown::requested());
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
+        let mut accept = pin!(listener.accept());
+        let accepted = poll_fn(|cx| {
+            if stop.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            accept.as_mut().poll(cx).map(Some)
+        })
+        .await;
+        let (stream, peer) = match accepted {
+            None => break,
+            Some(Ok(c)) => c,
+            Some(Err(e)) => {
                 eprintln!("hyper_server: accept failed: {e}");
                 time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
         };
+        OPEN_CONNECTIONS.fetch_add(1, Ordering::SeqCst);
         fairloop::spawn(async move {
             let _ = stream.set_nodelay(true);
             let result = if direct {
@@ -149,26 +234,52 @@ async fn accept_loop(listener: TcpListener, direct: bool) {
                     eprintln!("hyper_server: connection from {peer}: {e}");
                 }
             }
+            OPEN_CONNECTIONS.fetch_sub(1, Ordering::SeqCst);
         })
         .detach();
+    }
+    drop(listener);
+    if listening.fetch_sub(1, Ordering::SeqCst) == 1 {
+        println!(
+            "hyper_server: stopped accepting on every listener; finishing {} open connection(s)",
+            OPEN_CONNECTIONS.load(Ordering::SeqCst)
+        );
     }
 }
 
 /// Serves one connection with hyper's HTTP/1 server on fairloop's timer.
+/// Once the runtime shuts down, asks hyper to finish: the request in
+/// flight, if any, is answered, then the connection closes (an idle one at
+/// once).
 async fn serve<I>(io: I) -> hyper::Result<()>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin,
 {
-    http1::Builder::new()
+    let mut conn = pin!(http1::Builder::new()
         .timer(FairloopTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
-        .serve_connection(io, service_fn(route))
-        .await
+        .serve_connection(io, service_fn(route)));
+    let mut stop = pin!(shutdown::requested());
+    let finished = poll_fn(|cx| {
+        if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+            return Poll::Ready(Some(result));
+        }
+        stop.as_mut().poll(cx).map(|()| None)
+    })
+    .await;
+    match finished {
+        Some(result) => result,
+        None => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    }
 }
 
 /// The request handler.
 async fn route(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let response = match (req.method(), req.uri().path()) {
+    let path = req.uri().path();
+    let response = match (req.method(), path) {
         (&Method::GET, "/") => {
             let body = format!(
                 "hello from fairloop: partition {} on core {}\n",
@@ -183,7 +294,23 @@ async fn route(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallib
             Ok(body) => Response::new(Full::new(body.to_bytes())),
             Err(e) => status(StatusCode::BAD_REQUEST, format!("reading the body: {e}\n")),
         },
-        _ => status(StatusCode::NOT_FOUND, "try GET / or POST /echo\n".into()),
+        (&Method::GET, _) if path.starts_with("/slow/") => {
+            match path["/slow/".len()..].parse::<u64>() {
+                Ok(ms) if Duration::from_millis(ms) <= SLOW_MAX => {
+                    println!("hyper_server: GET /slow/{ms} started");
+                    time::sleep(Duration::from_millis(ms)).await;
+                    Response::new(Full::new(Bytes::from(format!("slept {ms} ms\n"))))
+                }
+                _ => status(
+                    StatusCode::BAD_REQUEST,
+                    format!("try /slow/MS with MS at most {}\n", SLOW_MAX.as_millis()),
+                ),
+            }
+        }
+        _ => status(
+            StatusCode::NOT_FOUND,
+            "try GET /, POST /echo or GET /slow/MS\n".into(),
+        ),
     };
     Ok(response)
 }

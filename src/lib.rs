@@ -72,7 +72,11 @@
 //!   [`JoinHandle`] is a future of `Result<T, JoinError>`; dropping it
 //!   detaches, `abort()` cancels; a panic never takes a core down.
 //! * **Shutdown**: dropping the [`Runtime`] drops every pending task's
-//!   future before `drop` returns.
+//!   future before `drop` returns; [`Runtime::shutdown_graceful`] first
+//!   wakes every task waiting in [`shutdown::requested`] and gives them
+//!   until a deadline to finish. [`signal`] turns SIGINT and SIGTERM into
+//!   futures, and [`main`] and [`test`] run an `async fn` on a runtime and
+//!   shut it down gracefully when it returns.
 //!
 //! See the repository's `docs/DESIGN.md` for the model, the module layout
 //! and the protocols, and `BENCHMARKS.md` for the measured figures.
@@ -113,3 +117,118 @@ pub mod metrics {
 pub mod net {
     pub use fairloop_net::*;
 }
+
+// Re-exported whole, so that their docs, which explain the model, show
+// here too.
+pub use fairloop_runtime::shutdown;
+pub use fairloop_runtime::signal;
+
+/// Runs an `async fn` (usually `main`) on a new fairloop runtime.
+///
+/// The function becomes a plain `fn` that builds a runtime with
+/// [`Runtime::builder()`] and the attribute's arguments, runs the body with
+/// [`Runtime::block_on`] (in the root partition of core 0), then shuts the
+/// runtime down with [`Runtime::shutdown_graceful`] and a **5 s deadline**:
+/// every task waiting in [`shutdown::requested`] is woken, tasks still
+/// running get up to 5 s to end, and the rest are cancelled. Then it
+/// returns the body's value, so `async fn main() -> Result<..>` works as
+/// for a plain `main`.
+///
+/// Arguments, both optional, comma-separated, in any order:
+///
+/// * `cores = N`: [`Builder::cores`] (default: one per CPU); an integer
+///   literal, 1 to [`MAX_CORES`].
+/// * `reserve_core = "name"`: [`Builder::reserve_core`]; may be repeated,
+///   with different names.
+///
+/// The body runs as a task on core 0 and its value comes back to the
+/// calling thread, so both must be `Send` (as for `block_on`): return
+/// `Box<dyn Error + Send + Sync>` rather than `Box<dyn Error>`. If the
+/// runtime cannot be built (say, more reservations than the machine's
+/// cores allow), the function panics with the builder's message. For
+/// another deadline, or to read the [`ShutdownReport`](shutdown::ShutdownReport),
+/// build the runtime by hand: the expansion is those four lines.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// #[fairloop::main(cores = 2)]
+/// async fn main() -> std::io::Result<()> {
+///     // A background task that stops when the runtime shuts down.
+///     fairloop::spawn(async {
+///         fairloop::shutdown::requested().await;
+///         println!("flushing before the runtime stops");
+///     })
+///     .detach();
+///     fairloop::time::sleep(Duration::from_millis(1)).await;
+///     Ok(())
+/// }
+/// ```
+///
+/// # Compile errors
+///
+/// Each of these is refused with a message at the offending tokens that
+/// says what is accepted:
+///
+/// ```compile_fail
+/// #[fairloop::main(threads = 4)] // unknown argument `threads`: ... accepts `cores = <integer>` and ...
+/// async fn main() {}
+/// ```
+/// ```compile_fail
+/// #[fairloop::main(cores = "4")] // `cores` takes an integer literal, e.g. `cores = 4`
+/// async fn main() {}
+/// ```
+/// ```compile_fail
+/// #[fairloop::main(cores = 4096)] // `cores` is above fairloop::MAX_CORES (1024)
+/// async fn main() {}
+/// ```
+/// ```compile_fail
+/// #[fairloop::main(reserve_core = healthcheck)] // `reserve_core` takes a string literal ...
+/// async fn main() {}
+/// ```
+/// ```compile_fail
+/// #[fairloop::main] // #[fairloop::main] goes on an `async fn`: write `async fn main`
+/// fn main() {}
+/// ```
+/// ```compile_fail
+/// #[fairloop::main] // `main` must take no arguments (the runtime calls it with none); ...
+/// async fn main(cores: usize) {}
+/// ```
+/// ```compile_fail
+/// #[fairloop::main] // `dyn Error` cannot be sent between threads safely (at the return type)
+/// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     Ok(())
+/// }
+/// ```
+pub use fairloop_macros::main;
+
+/// Makes an `async fn` a `#[test]` that runs on a new fairloop runtime.
+///
+/// The same as [`main`](macro@main), with the same arguments (`cores = N`,
+/// `reserve_core = "name"`), except that the function gets `#[test]`, the
+/// cores are not pinned to CPUs (tests run in parallel; see
+/// [`Builder::pin_cores`]), and the graceful shutdown after the body has a
+/// **1 s deadline**, so a test that leaves a task running costs at most a
+/// second. A panic in the body fails the test; `#[should_panic]`,
+/// `#[ignore]` and `-> Result<..>` work as on any test.
+///
+/// ```
+/// #[fairloop::test(cores = 2)]
+/// async fn spawns_on_a_second_core() {
+///     let h = fairloop::partition::Partition::builder()
+///         .placement(fairloop::partition::Placement::Core(1))
+///         .build()
+///         .unwrap()
+///         .spawn(async { fairloop::core_id() });
+///     assert_eq!(h.await.unwrap(), 1);
+/// }
+/// # fn main() {}
+/// ```
+///
+/// ```compile_fail
+/// #[fairloop::test] // #[fairloop::test] makes the fn a #[test] already: remove this `#[test]`
+/// #[test]
+/// async fn twice() {}
+/// # fn main() {}
+/// ```
+pub use fairloop_macros::test;

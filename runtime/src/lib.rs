@@ -17,6 +17,8 @@
 //! | module | concept |
 //! |---|---|
 //! | `loom`, `park`, `metrics`, `error` | the std/loom seam; the park/unpark token; counters and snapshots; error messages |
+//! | `notify` | the wakers of the futures waiting for one event (a shutdown request, a signal) |
+//! | [`signal`] | SIGINT and SIGTERM as futures: process-wide handlers and one thread that wakes the waiters; knows no runtime |
 //! | `driver` | one core's IO: `mio::Poll`, timerfd, io_uring ring, receive buffers, the door other threads knock on. Imports only `park`, `metrics`, `loom` |
 //! | `reactor` | one core's thread: the loop of turns, wakes, migration, shutdown; `Remote`, what other threads may touch of it |
 //! | `partition` | partitions: handles, shared state, wake routing, placement, the balancer |
@@ -24,6 +26,7 @@
 //! | [`time`] | sleeps, timeouts, intervals, and each core's timer heap |
 //! | [`io`] | sockets on the drivers: readiness (`IoSource`) and streams on the ring (`StreamSource`) |
 //! | `runtime` | `Builder`, `Runtime`, `Handle`, and what they share |
+//! | [`shutdown`] | graceful shutdown: the request tasks wait for, the drain, the report |
 //! | `context` | the thread-locals that say which core and partition the caller is in |
 
 #![warn(missing_docs)]
@@ -34,10 +37,13 @@ mod error;
 pub mod io;
 mod loom;
 pub mod metrics;
+mod notify;
 mod park;
 pub mod partition;
 mod reactor;
 mod runtime;
+pub mod shutdown;
+pub mod signal;
 mod task;
 pub mod time;
 

@@ -3,7 +3,8 @@
 //! [`Builder::build`] validates the configuration, creates one `mio::Poll`
 //! and `mio::Waker` per core, starts one thread per core (pinned to a CPU
 //! where the machine has it), and returns once every core is running.
-//! Dropping the [`Runtime`] shuts it down: see [`Runtime::shutdown_timeout`].
+//! Dropping the [`Runtime`] shuts it down: see [`Runtime::shutdown_timeout`];
+//! [`Runtime::shutdown_graceful`] gives its tasks time to finish first.
 //!
 //! Inside: `builder.rs` (settings, validation, starting the threads),
 //! `inner.rs` ([`RuntimeInner`], what the cores, handles, partitions and
@@ -21,6 +22,7 @@ use crossbeam_channel::Sender;
 
 use crate::context::with_core;
 use crate::metrics::{CoreMetrics, PartitionMetrics, RuntimeMetrics};
+use crate::shutdown::{self, ShutdownReport, STOP_LIMIT};
 use crate::task::JoinHandle;
 
 mod builder;
@@ -197,11 +199,58 @@ impl Runtime {
     /// returns: after `d` this returns anyway and that core finishes on its
     /// own. Dropping the runtime is the same with no time limit.
     /// `spawn_blocking` closures already running are not waited for.
+    /// [`shutdown::is_requested`](crate::shutdown::is_requested) is `true`
+    /// from the start, and [`shutdown::requested`](crate::shutdown::requested)
+    /// futures are woken, but tasks get no time to act on it: see
+    /// [`Runtime::shutdown_graceful`] for that.
     pub fn shutdown_timeout(mut self, d: Duration) {
         self.shutdown(Some(d));
     }
 
-    fn shutdown(&mut self, limit: Option<Duration>) {
+    /// Shuts the runtime down gracefully: asks every task to finish, gives
+    /// them until `deadline`, then cancels the rest as
+    /// [`shutdown_timeout`](Runtime::shutdown_timeout) does.
+    ///
+    /// 1. Marks the shutdown requested: every
+    ///    [`shutdown::requested()`](crate::shutdown::requested) future
+    ///    resolves, on every core, and
+    ///    [`shutdown::is_requested()`](crate::shutdown::is_requested)
+    ///    returns `true`.
+    /// 2. Blocks the calling thread until no task of the runtime is left
+    ///    (every future has returned, panicked, been aborted or dropped) or
+    ///    `deadline` has passed. Tasks run as usual meanwhile and may spawn
+    ///    more. `Duration::MAX` waits for as long as tasks are left.
+    /// 3. Stops the cores as `shutdown_timeout(`[`STOP_LIMIT`]`)`: each
+    ///    drops the future of every task still pending, once.
+    ///
+    /// The [`ShutdownReport`] counts the tasks that ended on their own
+    /// (`completed`) and those the shutdown cancelled (`cancelled`).
+    ///
+    /// Called from a task of this runtime (or a `spawn_blocking` closure
+    /// it started), the drain would wait for the caller's own task and
+    /// block its core: step 2 is skipped (the report's `drained` is
+    /// `false`), and the caller's core stops once the caller's poll
+    /// returns (`stopped` is `false`).
+    ///
+    /// [`STOP_LIMIT`]: crate::shutdown::STOP_LIMIT
+    pub fn shutdown_graceful(mut self, deadline: Duration) -> ShutdownReport {
+        let inner = self.handle.inner.clone();
+        // A deadline too far away to add to the clock (`Duration::MAX`) is
+        // no deadline.
+        let until = Instant::now().checked_add(deadline);
+        let drained = if shutdown::inside(&inner) {
+            inner.start_counting();
+            false
+        } else {
+            inner.drain(until)
+        };
+        let stopped = self.shutdown(Some(STOP_LIMIT));
+        inner.report(drained, stopped)
+    }
+
+    /// Stops the cores and waits for them, at most `limit`; returns whether
+    /// every core thread exited and was joined.
+    fn shutdown(&mut self, limit: Option<Duration>) -> bool {
         let inner = &self.handle.inner;
         inner.close();
         if let Some((stop, balancer)) = self.balancer.take() {
@@ -212,10 +261,12 @@ impl Runtime {
         // limit.
         let deadline = limit.and_then(|d| Instant::now().checked_add(d));
         let me = thread::current().id();
+        let mut all_joined = true;
         for t in self.threads.drain(..) {
             if t.thread().id() == me {
                 // Dropped from inside one of its own tasks: that core exits
                 // after the current poll; joining it here would deadlock.
+                all_joined = false;
                 continue;
             }
             match deadline {
@@ -228,11 +279,14 @@ impl Runtime {
                     }
                     if t.is_finished() {
                         let _ = t.join();
+                    } else {
+                        all_joined = false;
                     }
                 }
             }
         }
         inner.forget_partitions();
+        all_joined
     }
 }
 

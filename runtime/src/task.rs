@@ -61,6 +61,13 @@ pub(crate) fn cancel_now(task: Task) {
 }
 
 impl TaskMeta {
+    /// The task's future was dropped: counted by a graceful shutdown in
+    /// progress, as cancelled if `by_shutdown`.
+    #[inline]
+    fn ended(&self, by_shutdown: bool) {
+        self.partition.runtime.lifecycle.task_ended(by_shutdown);
+    }
+
     /// Asks the task to stop at its next poll (see [`JoinHandle::abort`]).
     fn abort(&self) {
         let _ = self
@@ -118,10 +125,12 @@ impl<F: Future> Future for TaskFuture<'_, F> {
             _ => Some(Cancelled::Shutdown),
         };
         if let Some(why) = cancelled {
+            let by_shutdown = matches!(why, Cancelled::Shutdown);
             let result = match drop_future(slot) {
                 Ok(()) => Err(JoinError::cancelled(why)),
                 Err(payload) => Err(JoinError::panic(payload)),
             };
+            this.meta.ended(by_shutdown);
             return Poll::Ready(result);
         }
         let Some(future) = slot.as_mut().as_pin_mut() else {
@@ -133,12 +142,14 @@ impl<F: Future> Future for TaskFuture<'_, F> {
             Ok(Poll::Ready(v)) => Ok(v),
             Err(payload) => Err(JoinError::panic(payload)),
         };
-        Poll::Ready(match (result, drop_future(slot)) {
+        let result = match (result, drop_future(slot)) {
             (Ok(v), Ok(())) => Ok(v),
             (Ok(_), Err(payload)) => Err(JoinError::panic(payload)),
             // The first panic is the one worth reporting.
             (Err(e), _) => Err(e),
-        })
+        };
+        this.meta.ended(false);
+        Poll::Ready(result)
     }
 }
 
@@ -163,6 +174,7 @@ impl Drop for Deregister<'_> {
             set.wakers.is_empty()
         };
         if now_empty {
+            partition.runtime.lifecycle.partition_emptied();
             partition.on_last_task_gone();
         }
     }

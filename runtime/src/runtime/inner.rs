@@ -16,6 +16,7 @@ use crate::error::invalid;
 use crate::metrics::{CoreMetrics, PartitionMetrics, RuntimeMetrics};
 use crate::partition::{NewPartition, PartitionBuilder, PartitionInner, Placement};
 use crate::reactor::{Control, Remote};
+use crate::shutdown::Lifecycle;
 use crate::task::{Cancelled, JoinError, JoinHandle};
 
 /// State shared by the runtime's cores, handles, partitions and tasks.
@@ -31,6 +32,8 @@ pub(crate) struct RuntimeInner {
     closed: AtomicBool,
     pub(crate) spawn_rr: AtomicUsize,
     pub(crate) place_rr: AtomicUsize,
+    /// The shutdown request, its waiters, and a graceful shutdown's counts.
+    pub(crate) lifecycle: Lifecycle,
 }
 
 impl RuntimeInner {
@@ -46,6 +49,7 @@ impl RuntimeInner {
             closed: AtomicBool::new(false),
             spawn_rr: AtomicUsize::new(0),
             place_rr: AtomicUsize::new(0),
+            lifecycle: Lifecycle::new(),
             config,
         });
         let mut reg = runtime.registry.lock();
@@ -80,9 +84,11 @@ impl RuntimeInner {
         &self.cores
     }
 
-    /// Marks the runtime closed (no task starts afterwards) and tells
-    /// every core to stop.
+    /// Marks the shutdown requested (if a graceful shutdown has not) and
+    /// the runtime closed (no task starts afterwards), and tells every core
+    /// to stop.
     pub(super) fn close(&self) {
+        self.lifecycle.request();
         self.closed.store(true, Ordering::SeqCst);
         for c in self.cores.iter() {
             c.send(Control::Shutdown);

@@ -1,0 +1,160 @@
+//! The `hyper_server` example stops gracefully on SIGTERM: it stops
+//! accepting, answers the request in flight, and exits with status 0.
+//!
+//! The test runs the example's own code (`examples/hyper_server.rs`,
+//! included below) in a child process: this binary again, with `--child`.
+//! The parent opens a slow request, waits until the server says it has
+//! started it, sends SIGTERM, checks that new connections are refused once
+//! the server says it stopped accepting, that the slow request is answered
+//! in full, and that the child exits with status 0. A watchdog ends the
+//! test, loudly, after 60 s. `harness = false`: the binary's `main` is
+//! below, not libtest's.
+
+#[path = "../examples/hyper_server.rs"]
+#[allow(dead_code)]
+mod hyper_server;
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use hyper_server::http_client;
+use rustix::process::{kill_process, Pid, Signal};
+
+/// How long the slow request takes: long enough to still be in flight when
+/// the parent has checked that new connections are refused.
+const SLOW_MS: u64 = 1500;
+
+/// How long the whole test may take.
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn main() {
+    if std::env::args().any(|a| a == "--child") {
+        // Never outlive the parent: its end of our stdin closes when it
+        // exits, however it exits.
+        thread::spawn(|| {
+            let _ = io::copy(&mut io::stdin(), &mut io::sink());
+            eprintln!("hyper_server child: the test is gone; exiting");
+            std::process::exit(2);
+        });
+        // The example's `main`, on a free port.
+        match hyper_server::run(vec!["127.0.0.1:0".into()]) {
+            Ok(()) => std::process::exit(0),
+            Err(e) => {
+                eprintln!("hyper_server child: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+    let watchdog_start = Instant::now();
+    thread::spawn(move || {
+        thread::sleep(LIMIT);
+        eprintln!(
+            "TIMEOUT: tests/hyper_graceful.rs did not finish within {:?} (hang?)",
+            watchdog_start.elapsed()
+        );
+        std::process::exit(1);
+    });
+    println!("running 1 test");
+    sigterm_finishes_the_request_in_flight_then_exits_0();
+    println!("test sigterm_finishes_the_request_in_flight_then_exits_0 ... ok");
+}
+
+fn sigterm_finishes_the_request_in_flight_then_exits_0() {
+    let mut child = Command::new(std::env::current_exe().expect("current_exe"))
+        .arg("--child")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the child");
+    let lines = read_lines(&mut child);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        drive(&mut child, &lines);
+    }));
+    if let Err(panic) = result {
+        let _ = child.kill();
+        let _ = child.wait();
+        std::panic::resume_unwind(panic);
+    }
+}
+
+fn drive(child: &mut Child, lines: &Receiver<String>) {
+    let listening = wait_for(lines, "listening on http://");
+    let addr: SocketAddr = listening
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {listening:?}"));
+
+    let mut slow = TcpStream::connect(addr).expect("connect");
+    slow.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("read timeout");
+    write!(
+        slow,
+        "GET /slow/{SLOW_MS} HTTP/1.1\r\nHost: fairloop\r\nContent-Length: 0\r\n\r\n"
+    )
+    .expect("send the slow request");
+    wait_for(lines, &format!("GET /slow/{SLOW_MS} started"));
+
+    kill_process(Pid::from_child(child), Signal::TERM).expect("send SIGTERM");
+    wait_for(lines, "SIGTERM: shutting down gracefully");
+    wait_for(lines, "stopped accepting on every listener");
+    match TcpStream::connect(addr) {
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+        other => panic!("a new connection after SIGTERM: {other:?}"),
+    }
+
+    let (code, body) = http_client::read_response(&mut slow).expect("the slow response");
+    assert_eq!(code, 200, "{body:?}");
+    assert_eq!(body, format!("slept {SLOW_MS} ms\n"));
+    // hyper closes the connection after the last response.
+    let mut rest = Vec::new();
+    slow.read_to_end(&mut rest)
+        .expect("the server closes the connection");
+    assert!(rest.is_empty(), "bytes after the response: {rest:?}");
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the child did not exit");
+        thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "the child exited with {status:?}");
+    wait_for(lines, "stopped: ");
+}
+
+/// The child's stdout, line by line, echoed to ours.
+fn read_lines(child: &mut Child) -> Receiver<String> {
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            println!("child: {line}");
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The child's next line containing `what`, waiting at most 20 s.
+fn wait_for(lines: &Receiver<String>, what: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(what) => return line,
+            Ok(_) => continue,
+            Err(e) => panic!("waiting for the child to say {what:?}: {e}"),
+        }
+    }
+}
