@@ -63,7 +63,10 @@
 //! * **Fairness**: the runnable partition with the lowest virtual runtime
 //!   (CPU time × 100 / shares) runs next, for at most `task_quota` (500 µs)
 //!   or until the tasks queued when its turn began are done. A partition
-//!   waking from idle cannot bank credit. [`Fairness::RoundRobin`] is the
+//!   waking from idle cannot bank credit, and is forgiven a little debt
+//!   (1/64 of the time it slept) so that one long poll does not cost a
+//!   light sleeper seconds among thousands of tenants.
+//!   [`Fairness::RoundRobin`] is the
 //!   proposal's original one-task-per-partition round robin.
 //! * **Latency**: a partition built with `.latency(d)` is switched to at the
 //!   next task boundary once runnable, as long as it does not use far more

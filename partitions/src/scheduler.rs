@@ -6,6 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::config::{clamp_shares, duration_to_nanos, Fairness, PartitionParams, SchedulerConfig};
+use crate::prefetch::prefetch;
 use crate::stats::PartitionStats;
 use crate::{Nanos, DEFAULT_SHARES};
 
@@ -25,6 +26,17 @@ fn charge(elapsed: Nanos, shares: u32) -> u128 {
         Some(units) => u128::from(units / u64::from(shares)),
         None => u128::from(elapsed) * VR_ONE / u128::from(shares),
     }
+}
+
+const NANOS_PER_SECOND: Nanos = 1_000_000_000;
+
+/// The vruntime a partition at `shares` is forgiven for having slept
+/// `slept` ns, at `per_second` ns of CPU time per second asleep (see
+/// [`SchedulerConfig::sleep_credit`]).
+#[inline]
+fn sleep_credit(slept: Nanos, per_second: Nanos, shares: u32) -> u128 {
+    let ns = u128::from(slept) * u128::from(per_second) / u128::from(NANOS_PER_SECOND);
+    charge(u64::try_from(ns).unwrap_or(u64::MAX), shares)
 }
 
 /// Units per nanosecond of CPU time at [`DEFAULT_SHARES`].
@@ -138,9 +150,10 @@ struct Partition<T> {
     queue: RunQueue<T>,
     vruntime: u128,
     state: State,
-    /// Start of the current wait for a turn; with the latency bound it
-    /// gives the deadline that orders latency partitions.
-    became_runnable: Nanos,
+    /// When it entered its state: while runnable, the start of its wait
+    /// for a turn (with the latency bound, the deadline that orders latency
+    /// partitions); while idle, the start of its sleep (its sleep credit).
+    since: Nanos,
     /// How it became runnable ([`WOKEN`] or [`REQUEUED`]): part of its key
     /// in `runnable`.
     rank: u8,
@@ -232,6 +245,8 @@ pub struct Scheduler<T> {
     eligibility_cap: u128,
     /// `SchedulerConfig::round` and the shortest turn quota.
     round_ns: Nanos,
+    /// `SchedulerConfig::sleep_credit`: debt forgiven per second asleep.
+    sleep_credit_ns: Nanos,
     min_slice_ns: Nanos,
     /// Partitions added while a poll was in progress: they join level with
     /// the partition that ran that poll once it is charged (`close_poll`).
@@ -270,6 +285,7 @@ impl<T> Scheduler<T> {
             stall_ns: duration_to_nanos(config.stall_threshold),
             eligibility_cap: 2 * quota_ns as u128 * VR_PER_NS_AT_DEFAULT,
             round_ns: duration_to_nanos(config.round),
+            sleep_credit_ns: duration_to_nanos(config.sleep_credit).min(NANOS_PER_SECOND),
             min_slice_ns: duration_to_nanos(config.min_slice).min(quota_ns),
             joining: Vec::new(),
             config,
@@ -305,7 +321,10 @@ impl<T> Scheduler<T> {
     /// poll is charged: it cannot claim the CPU time its creator spent
     /// before it existed, so a task that creates thousands of partitions in
     /// one poll does not then wait for every one of them to "catch up"
-    /// with it.
+    /// with it. The other side of that coin: a partition made by a task
+    /// that has used more than its share starts with that debt, so among
+    /// thousands of busy partitions its first task waits until they have
+    /// caught up.
     pub fn add_partition(
         &mut self,
         params: PartitionParams,
@@ -417,10 +436,12 @@ impl<T> Scheduler<T> {
     /// stamped `queued_at = now`.
     ///
     /// If the partition was idle (empty queue, not the current turn's) it
-    /// becomes runnable with vruntime `max(own, floor)`, where the floor is
-    /// the lowest vruntime among runnable partitions, or the scheduler's
-    /// monotonic minimum if none is runnable (the floor is never below that
-    /// minimum): a partition cannot bank credit by sleeping. If the partition has a latency bound, is not the current
+    /// becomes runnable with vruntime `max(own − sleep credit, floor)`,
+    /// where the floor is the lowest vruntime among runnable partitions, or
+    /// the scheduler's monotonic minimum if none is runnable (the floor is
+    /// never below that minimum): a partition cannot bank credit by
+    /// sleeping, and is forgiven some debt for the time it slept (see
+    /// [`SchedulerConfig::sleep_credit`]). If the partition has a latency bound, is not the current
     /// turn's, and is eligible (see the crate docs), a preemption is
     /// requested, so the open turn ends at the next task boundary.
     ///
@@ -444,8 +465,10 @@ impl<T> Scheduler<T> {
                 Some(&(v, _, _)) => v.max(self.min_vruntime),
                 None => self.min_vruntime,
             };
+            let per_second = self.sleep_credit_ns;
             let p = self.slot_mut(key.0).expect("checked above");
-            p.vruntime = p.vruntime.max(floor);
+            let credit = sleep_credit(now.saturating_sub(p.since), per_second, p.params.shares);
+            p.vruntime = p.vruntime.saturating_sub(credit).max(floor);
             self.make_runnable(key.0, now, WOKEN);
         }
         if has_latency && state != State::Current {
@@ -484,6 +507,7 @@ impl<T> Scheduler<T> {
         let waiting = self.runnable.len() as u64 + 1;
         let quota = (self.round_ns / waiting).clamp(self.min_slice_ns, self.quota_ns);
         self.remove_from_ring(key);
+        self.prefetch_upcoming();
         self.turn = Some(Turn {
             key,
             remaining,
@@ -572,7 +596,10 @@ impl<T> Scheduler<T> {
                 let since = front.queued_at;
                 self.make_runnable(turn.key, since, REQUEUED);
             }
-            None => p.state = State::Idle,
+            None => {
+                p.state = State::Idle;
+                p.since = self.last_now;
+            }
         }
         let floor = self.runnable.first().map_or(vruntime, |&(v, _, _)| v);
         self.min_vruntime = self.min_vruntime.max(floor);
@@ -640,7 +667,10 @@ impl<T> Scheduler<T> {
         for p in self.slots.iter_mut().flatten() {
             out.extend(p.queue.take_all().map(|q| q.task));
             p.stats.set_queued(0);
-            p.state = State::Idle;
+            if p.state != State::Idle {
+                p.state = State::Idle;
+                p.since = self.last_now;
+            }
         }
         self.runnable.clear();
         self.ring.clear();
@@ -678,7 +708,7 @@ impl<T> Scheduler<T> {
             queue,
             vruntime,
             state: State::Idle,
-            became_runnable: 0,
+            since: self.last_now,
             rank: REQUEUED,
         };
         let key = match self.free.pop() {
@@ -702,7 +732,7 @@ impl<T> Scheduler<T> {
     fn make_runnable(&mut self, key: usize, since: Nanos, rank: u8) {
         let p = self.slots[key].as_mut().expect("partition exists");
         p.state = State::Runnable;
-        p.became_runnable = since;
+        p.since = since;
         p.rank = rank;
         self.runnable.insert((p.vruntime, rank, key));
         if self.config.fairness == Fairness::RoundRobin {
@@ -759,7 +789,7 @@ impl<T> Scheduler<T> {
             if p.state != State::Runnable || !self.eligible(p.vruntime, min) {
                 continue;
             }
-            let deadline = p.became_runnable.saturating_add(p.latency_ns.unwrap_or(0));
+            let deadline = p.since.saturating_add(p.latency_ns.unwrap_or(0));
             match best {
                 Some(b) if b <= (deadline, k) => {}
                 _ => best = Some((deadline, k)),
@@ -771,6 +801,38 @@ impl<T> Scheduler<T> {
         match self.config.fairness {
             Fairness::Shares => Some(lowest),
             Fairness::RoundRobin => self.ring.front().copied(),
+        }
+    }
+
+    /// The partition most likely to have the next turn, and its first
+    /// task: in [`Fairness::Shares`] mode the runnable partition with the
+    /// lowest vruntime (a latency partition may still go first); `None` in
+    /// round-robin mode or when nothing else is runnable. A hint for
+    /// prefetching, as the scheduler does for its own state at each
+    /// [`begin_turn`](Self::begin_turn).
+    pub fn upcoming(&self) -> Option<(PartitionKey, &T)> {
+        if self.config.fairness != Fairness::Shares {
+            return None;
+        }
+        let &(_, _, key) = self.runnable.first()?;
+        let task = &self.slot(key)?.queue.front()?.task;
+        Some((PartitionKey(key), task))
+    }
+
+    /// Starts loading the state of the partitions likely to run in the next
+    /// two turns (in Shares mode the next runnables in order): the
+    /// statistics of the next one, whose slot the previous call already
+    /// asked for, and the slot of the one after it. See [`prefetch`].
+    fn prefetch_upcoming(&self) {
+        if self.config.fairness != Fairness::Shares {
+            return;
+        }
+        let mut next = self.runnable.iter().map(|&(_, _, k)| k);
+        if let Some(Some(p)) = next.next().and_then(|k| self.slots.get(k)) {
+            prefetch(Arc::as_ptr(&p.stats));
+        }
+        if let Some(slot) = next.next().and_then(|k| self.slots.get(k)) {
+            prefetch(slot as *const Option<Partition<T>>);
         }
     }
 

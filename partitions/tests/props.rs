@@ -63,6 +63,9 @@ struct Live {
     /// than by ending a turn with tasks left: at equal vruntime it goes
     /// first.
     woken: bool,
+    /// When it last became idle (or was added): the start of the sleep
+    /// its sleep credit counts from.
+    idle_since: u64,
 }
 
 struct Model {
@@ -129,6 +132,7 @@ impl Model {
             queue: VecDeque::new(),
             latency,
             woken: false,
+            idle_since: self.seen_now,
         });
     }
 
@@ -166,6 +170,8 @@ impl Model {
             if !self.live[i].queue.is_empty() {
                 self.ring.push_back(t.key);
                 self.live[i].woken = false;
+            } else {
+                self.live[i].idle_since = self.seen_now;
             }
         }
     }
@@ -178,6 +184,8 @@ impl Model {
         let key = self.live[i].key;
         let was_idle = self.live[i].queue.is_empty() && !self.is_current(key);
         let before = self.s.vruntime(key).unwrap();
+        let min_vruntime = self.s.min_vruntime();
+        let slept = self.now - self.live[i].idle_since;
         let floor = self
             .live
             .iter()
@@ -196,13 +204,25 @@ impl Model {
             self.live[i].woken = true;
             self.ring.push_back(key);
             let after = self.s.vruntime(key).unwrap();
-            assert!(after >= before, "waking never lowers vruntime");
-            if floor.is_finite() {
-                assert!(
-                    after >= floor,
-                    "woke at {after}, below runnable {floor}: banked credit"
-                );
-            }
+            // Debt is forgiven at the sleep credit's rate (1/64 of the
+            // sleep, in CPU time at its shares), down to the floor and
+            // never below it: no banked credit.
+            let shares = f64::from(self.s.shares(key).unwrap());
+            let credit = (u128::from(slept) * 15_625_000 / 1_000_000_000) as f64 * 100.0 / shares;
+            let floor = if floor.is_finite() {
+                floor.max(min_vruntime)
+            } else {
+                min_vruntime
+            };
+            let expected = (before - credit).max(floor);
+            assert!(
+                (after - expected).abs() <= 1e-3 + expected * 1e-12,
+                "woke at {after}, expected {expected} (was {before}, floor {floor}, slept {slept} ns)"
+            );
+            assert!(
+                after >= floor,
+                "woke at {after}, below the floor {floor}: banked credit"
+            );
         }
     }
 
@@ -358,6 +378,7 @@ impl Model {
                     queue,
                     latency,
                     woken: has_tasks,
+                    idle_since: self.seen_now,
                 });
                 if has_tasks {
                     self.ring.push_back(key);
@@ -373,6 +394,12 @@ impl Model {
             }
             Op::Drain => {
                 self.close_poll();
+                let current = self.turn.as_ref().map(|t| t.key);
+                for l in &mut self.live {
+                    if !l.queue.is_empty() || Some(l.key) == current {
+                        l.idle_since = self.seen_now;
+                    }
+                }
                 self.turn = None;
                 self.ring.clear();
                 let mut got = self.s.drain_all();

@@ -37,7 +37,7 @@ use std::io;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use fairloop_partitions::{Nanos, PartitionKey, PartitionParams, Scheduler};
@@ -101,8 +101,9 @@ pub(crate) struct Reactor {
     load_at: Cell<Nanos>,
     load_busy: Cell<u64>,
     /// Scheduler keys of the partitions whose turns ended since the last
-    /// leaderboard refresh (see `turn.rs::refresh_leaders`).
-    ran: RefCell<Vec<usize>>,
+    /// leaderboard refresh, with their busy time then (see
+    /// `turn.rs::refresh_leaders`).
+    ran: RefCell<Vec<(usize, Duration)>>,
     /// This core's busiest partitions, most busy first.
     leaders: RefCell<Vec<Weak<PartitionInner>>>,
     /// IO operations the running task may still perform in this poll (the

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam_deque::Steal;
-use fairloop_partitions::{Nanos, PartitionKey};
+use fairloop_partitions::{prefetch, Nanos, PartitionKey};
 
 use super::{Control, Reactor};
 use crate::context::with_core;
@@ -14,7 +14,9 @@ use crate::driver::uring::RingRequest;
 use crate::driver::wake_all;
 use crate::partition::route::Holder;
 use crate::partition::{PartitionInner, NOT_ATTACHED};
+use std::cmp::Reverse;
 use std::sync::Weak;
+use std::time::Duration;
 
 /// Ready IO operations one task poll may perform before it yields (the
 /// cooperative budget; see `fairloop_runtime::io`).
@@ -50,6 +52,7 @@ impl Reactor {
                 continue;
             };
             self.current.set(key.index());
+            self.prefetch_upcoming();
             let mut now = start;
             let mut polls = 0u64;
             loop {
@@ -71,11 +74,19 @@ impl Reactor {
                     self.drain_pending();
                 }
             }
-            self.sched.borrow_mut().end_turn();
+            // Its busy time now, while its statistics are in cache: the
+            // leaderboard's refresh then ranks without touching them.
+            let busy = {
+                let mut sched = self.sched.borrow_mut();
+                sched.end_turn();
+                sched.stats(key).map(|s| s.busy())
+            };
             self.current.set(NO_TURN);
             let ran = {
                 let mut ran = self.ran.borrow_mut();
-                ran.push(key.index());
+                if let Some(busy) = busy {
+                    ran.push((key.index(), busy));
+                }
                 ran.len()
             };
             if ran >= RAN_REFRESH {
@@ -132,6 +143,23 @@ impl Reactor {
             .stats
             .queued
             .store(self.sched.borrow().total_queued() as u64, Ordering::Relaxed);
+    }
+
+    /// Starts loading what the next turn's first poll will touch (its
+    /// task and its partition's runtime state) while this turn runs; the
+    /// scheduler does the same for its own state. With thousands of
+    /// partitions, each turn is a different partition's, last touched a
+    /// round ago, and these misses were much of the cost of a turn.
+    fn prefetch_upcoming(&self) {
+        let sched = self.sched.borrow();
+        let Some((next, task)) = sched.upcoming() else {
+            return;
+        };
+        // The task's header and the start of its future.
+        prefetch(std::ptr::from_ref(task.metadata()).cast::<[u8; 128]>());
+        if let Some(Some(p)) = self.attached.borrow().get(next.index()) {
+            prefetch(Arc::as_ptr(p).cast::<[u8; 128]>());
+        }
     }
 
     /// Does what other threads asked of the ring.
@@ -334,31 +362,67 @@ impl Reactor {
     /// missed.
     fn refresh_leaders(&self) {
         let mut ran = std::mem::take(&mut *self.ran.borrow_mut());
-        ran.sort_unstable();
-        ran.dedup();
-        let mut board: Vec<Arc<PartitionInner>> = {
+        let weak: Vec<Weak<PartitionInner>> = {
             let attached = self.attached.borrow();
-            let leaders = self.leaders.borrow();
-            leaders
+            let leaders: Vec<Arc<PartitionInner>> = self
+                .leaders
+                .borrow()
                 .iter()
                 .filter_map(Weak::upgrade)
-                .chain(
-                    ran.drain(..)
-                        .filter_map(|k| attached.get(k).cloned().flatten()),
-                )
-                .filter(|p| p.owner() == self.index)
-                .collect()
+                .collect();
+            // Rank by the busy times noted at the end of each turn: with
+            // thousands of partitions, reading each one's state here (and
+            // cloning its `Arc`, a write to its cache line) cost more than
+            // the ranking itself. Only the winners are looked up.
+            let mut board: Vec<(Duration, Candidate<'_>)> = leaders
+                .iter()
+                .map(|p| (p.stats.busy(), Candidate::Leader(p)))
+                .chain(ran.iter().map(|&(k, busy)| (busy, Candidate::Ran(k))))
+                .collect();
+            // Leaders may also be among the turns just ended: keep twice
+            // as many candidates as places, so that after removing those
+            // duplicates the board is still full if it can be.
+            let keep = 2 * LEADERS;
+            if board.len() > keep {
+                board.select_nth_unstable_by_key(keep - 1, |&(busy, _)| Reverse(busy));
+                board.truncate(keep);
+            }
+            let mut found: Vec<(Duration, &Arc<PartitionInner>)> = board
+                .iter()
+                .filter_map(|&(busy, c)| {
+                    let p = match c {
+                        Candidate::Leader(p) => p,
+                        // The slot may have been reused by a newer
+                        // partition since the turn: busy time only grows,
+                        // so one that has less than was noted is another.
+                        Candidate::Ran(k) => attached
+                            .get(k)
+                            .and_then(Option::as_ref)
+                            .filter(|p| p.stats.busy() >= busy)?,
+                    };
+                    (p.owner() == self.index).then_some((p.stats.busy(), p))
+                })
+                .collect();
+            found.sort_unstable_by_key(|&(busy, p)| (p.id, Reverse(busy)));
+            found.dedup_by_key(|&mut (_, p)| p.id);
+            found.sort_unstable_by_key(|&(busy, p)| (Reverse(busy), p.id));
+            found.truncate(LEADERS);
+            found.iter().map(|&(_, p)| Arc::downgrade(p)).collect()
         };
-        board.sort_unstable_by_key(|p| p.id);
-        board.dedup_by_key(|p| p.id);
-        board.sort_by_cached_key(|p| std::cmp::Reverse(p.stats.busy()));
-        board.truncate(LEADERS);
-        let weak: Vec<_> = board.iter().map(Arc::downgrade).collect();
         *self.remote().leaders.lock() = weak.clone();
         *self.leaders.borrow_mut() = weak;
         // Keep the scratch vector's capacity for the next period.
+        ran.clear();
         *self.ran.borrow_mut() = ran;
     }
+}
+
+/// A partition that may enter the leaderboard: a current leader, or the
+/// scheduler key of one whose turn ended since the last refresh.
+#[derive(Clone, Copy)]
+enum Candidate<'a> {
+    Leader(&'a Arc<PartitionInner>),
+    Ran(usize),
 }
 
 /// Partitions in each core's leaderboard: `top_partitions(n)` is exact for
