@@ -92,7 +92,27 @@ pub fn exit_when_stdin_closes() {
 /// utime + stime of process `pid` (every thread, live or gone), from
 /// `/proc/<pid>/stat`, in clock ticks converted to time.
 pub fn cpu_time(pid: u32) -> io::Result<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    stat_cpu_time(&format!("/proc/{pid}/stat"))
+}
+
+/// utime + stime of the live thread of this process named `name` (the
+/// first one found), as [`cpu_time`] reads a process's.
+pub fn thread_cpu_time(name: &str) -> io::Result<Duration> {
+    for task in std::fs::read_dir("/proc/self/task")? {
+        let dir = task?.path();
+        if std::fs::read_to_string(dir.join("comm")).is_ok_and(|c| c.trim_end() == name) {
+            return stat_cpu_time(&dir.join("stat").to_string_lossy());
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("no thread named {name:?} in this process"),
+    ))
+}
+
+/// utime + stime from a `/proc/.../stat` file.
+fn stat_cpu_time(path: &str) -> io::Result<Duration> {
+    let stat = std::fs::read_to_string(path)?;
     // Fields after the command name, which is in parentheses and may
     // contain spaces: state is field 3, utime 14, stime 15.
     let rest = stat
