@@ -27,6 +27,7 @@
 use std::fmt;
 use std::future::Future;
 use std::io;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -227,7 +228,7 @@ impl Partition {
     /// changes that shard alone).
     pub fn shares(&self) -> u32 {
         match &self.kind {
-            Kind::Plain(p) => p.shares.load(std::sync::atomic::Ordering::Relaxed),
+            Kind::Plain(p) => p.shares.load(Ordering::Relaxed),
             Kind::Sharded(s) => s.shares(),
         }
     }
