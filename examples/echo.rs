@@ -8,33 +8,44 @@
 //! between cores, the thread-per-core way.
 //!
 //! ```text
-//! cargo run --release --example echo [-- ADDR]           # serve until killed
+//! cargo run --release --example echo [-- ADDR]           # serve until SIGTERM or Ctrl-C
 //! nc 127.0.0.1 7878                                       # try it
 //! cargo run --release --example echo -- --selftest [ADDR] [CONNS] [MIB]
 //! ```
 //!
 //! `ADDR` defaults to `127.0.0.1:7878` (with `--selftest`, to a free port on
-//! `127.0.0.1`). With `--selftest` (or `ECHO_SELFTEST=1`), the program starts
-//! the server, runs `CONNS` client connections (default 32) from plain std
-//! threads, each sending `MIB` MiB (default 8) of a known pattern while a
-//! second thread reads the echo back and checks every byte, then prints the
+//! `127.0.0.1`). Without `--selftest` it serves until SIGTERM or Ctrl-C
+//! (`fairloop::signal`, listened for before the address is announced):
+//! then every shard stops accepting, and `Runtime::shutdown_graceful`
+//! gives each open connection up to 5 s to write back what it has read
+//! before it is closed; the program exits with status 0. With
+//! `--selftest` (or `ECHO_SELFTEST=1`), the program starts the server,
+//! runs `CONNS` client connections (default 32) from plain std threads,
+//! each sending `MIB` MiB (default 8) of a known pattern while a second
+//! thread reads the echo back and checks every byte, then prints the
 //! throughput and how many connections each core accepted, stops the
 //! server and exits with status 0 (1 if any byte was wrong).
 
 use std::cell::Cell;
+use std::future::poll_fn;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use fairloop::net::{TcpListener, TcpStream};
-use fairloop::{time, Runtime};
+use fairloop::signal::{Signal, SignalKind};
+use fairloop::{shutdown, time, Runtime};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 
 const DEFAULT_ADDR: &str = "127.0.0.1:7878";
+
+/// How long open connections get to finish once the server stops.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
 
 fn main() -> io::Result<()> {
     let mut selftest = std::env::var_os("ECHO_SELFTEST").is_some_and(|v| v != "0");
@@ -71,20 +82,49 @@ fn main() -> io::Result<()> {
     // once and a port of 0 becomes a concrete port the other shards share.
     let first = TcpListener::bind_reuseport(addr.as_str())?;
     let addr = first.local_addr()?;
+    // Serving until told to stop: from here on SIGTERM and SIGINT are ours
+    // to handle, before anyone learns the address.
+    let signals = if selftest {
+        None
+    } else {
+        Some((
+            Signal::new(SignalKind::Terminate)?,
+            Signal::new(SignalKind::Interrupt)?,
+        ))
+    };
     println!(
         "echo: listening on {addr} with one SO_REUSEPORT listener on each of {} cores",
         rt.cores()
     );
 
-    let stop = Arc::new(AtomicBool::new(false));
+    // What makes every shard stop accepting: the self-test's end, or a
+    // signal.
+    let stop = Arc::new(Stop::default());
     let client = selftest.then(|| {
         let stop = stop.clone();
         thread::spawn(move || {
             let result = selftest_clients(addr, conns, mib << 20);
-            stop.store(true, Ordering::Release);
+            stop.set();
             result
         })
     });
+    if let Some((mut term, mut int)) = signals {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            let why = future::block_on(future::or(
+                async {
+                    term.recv().await;
+                    "SIGTERM"
+                },
+                async {
+                    int.recv().await;
+                    "SIGINT (Ctrl-C)"
+                },
+            ));
+            println!("echo: {why}: stopped accepting; finishing the open connections");
+            stop.set();
+        });
+    }
 
     let first = Mutex::new(Some(first));
     let accepted = rt.run_on_shards(move |core| {
@@ -97,23 +137,27 @@ fn main() -> io::Result<()> {
                 Some(l) => l,
                 None => TcpListener::bind_reuseport(addr)?,
             };
-            // Serve until `stop` is set (only the self-test sets it).
+            // Serve until stopped; the listener closes with this future.
             let accepted = Rc::new(Cell::new(0u64));
             future::or(serve(listener, core, accepted.clone()), async {
-                while !stop.load(Ordering::Acquire) {
-                    time::sleep(Duration::from_millis(20)).await;
-                }
+                stop.wait().await;
                 Ok(())
             })
             .await?;
             Ok::<_, io::Error>(accepted.get())
         }
     });
-
+    // The connections still open finish what they read, then close.
+    let stopped = rt.shutdown_graceful(SHUTDOWN_DEADLINE);
+    println!(
+        "echo: stopped: {} connection(s) closed, {} cut off at the deadline",
+        stopped.completed, stopped.cancelled
+    );
+    let accepted: Vec<u64> = accepted.into_iter().collect::<io::Result<_>>()?;
     let Some(client) = client else {
+        println!("echo: connections accepted per core: {accepted:?}");
         return Ok(());
     };
-    let accepted: Vec<u64> = accepted.into_iter().collect::<io::Result<_>>()?;
     let report = client.join().expect("client thread panicked");
     match report {
         Ok(r) => {
@@ -136,7 +180,48 @@ fn main() -> io::Result<()> {
     }
 }
 
-/// Accepts connections forever, echoing each in its own task on this core
+/// A one-shot stop: set from any thread, awaited by the shards.
+#[derive(Default)]
+struct Stop {
+    set: AtomicBool,
+    /// One waker per waiting shard.
+    wakers: Mutex<Vec<Waker>>,
+}
+
+impl Stop {
+    /// Sets the stop and wakes every waiter.
+    fn set(&self) {
+        self.set.store(true, Ordering::SeqCst);
+        for w in std::mem::take(&mut *self.wakers.lock().unwrap()) {
+            w.wake();
+        }
+    }
+
+    /// Resolves once the stop is set. The flag is checked again after the
+    /// waker is stored, under the same lock `set` takes, so no wake is
+    /// lost.
+    async fn wait(&self) {
+        poll_fn(|cx| {
+            if self.set.load(Ordering::SeqCst) {
+                return Poll::Ready(());
+            }
+            let mut wakers = self.wakers.lock().unwrap();
+            if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                wakers.push(cx.waker().clone());
+            }
+            drop(wakers);
+            if self.set.load(Ordering::SeqCst) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+/// Accepts connections until dropped (when the server stops), echoing each
+/// in its own task on this core
 /// and counting them in `accepted` (an `Rc`: this future never leaves its
 /// core).
 async fn serve(listener: TcpListener, core: usize, accepted: Rc<Cell<u64>>) -> io::Result<()> {
@@ -162,13 +247,22 @@ async fn serve(listener: TcpListener, core: usize, accepted: Rc<Cell<u64>>) -> i
     }
 }
 
-/// Writes back everything it reads, until the peer closes its side; then
-/// closes ours.
+/// Writes back everything it reads, until the peer closes its side or the
+/// runtime is shutting down; then closes ours.
 async fn echo(mut stream: TcpStream) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let mut buf = vec![0u8; 16 * 1024];
     loop {
-        let n = stream.read(&mut buf).await?;
+        // What has arrived wins over the shutdown: it is echoed first.
+        let read = future::or(async { Some(stream.read(&mut buf).await) }, async {
+            shutdown::requested().await;
+            None
+        })
+        .await;
+        let n = match read {
+            Some(n) => n?,
+            None => 0,
+        };
         if n == 0 {
             return stream.close().await;
         }

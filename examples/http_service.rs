@@ -1,43 +1,64 @@
 //! The 2017 proposal's story as a service: a tiny HTTP/1.1 server whose
-//! `/health` keeps answering while `/work` is flooded.
+//! `/health` keeps answering while `/work` is flooded, and which stops
+//! gracefully on SIGTERM or Ctrl-C.
 //!
 //! Routes (`GET` only; keep-alive; every response has a `Content-Length`):
 //!
 //! * `/work` fans out into [`SUBTASKS`] CPU-heavy sub-tasks (each burns
-//!   [`SUBTASK_CPU`]) with `fairloop::spawn`, in an `api` partition, and
+//!   [`SUBTASK_CPU`]) with `fairloop::spawn`, in the `api` partition, and
 //!   answers when all are done;
-//! * `/health` answers `ok`, from a `healthcheck` partition;
+//! * `/slow/MS` answers after `MS` milliseconds (at most a minute), in
+//!   `api`: a request in flight to watch a graceful stop finish;
+//! * `/health` answers `ok`, from the `healthcheck` partition;
 //! * `/metrics` serves per-core and per-partition metrics in the Prometheus
-//!   text exposition format (also from the `healthcheck` partition).
+//!   text exposition format (also from `healthcheck`).
 //!
-//! The server is sharded: every unreserved core `k` runs an `api-k`
-//! partition (and, with `--health-core same`, a `healthcheck-k` partition
-//! beside it with a 1 ms latency bound, so it is switched to within about a
-//! millisecond however busy `api-k` is). With `--health-core reserved` the
-//! runtime reserves its highest core (`Builder::reserve_core`) for a single
-//! `healthcheck` partition placed there with `Placement::Reserved`, and
-//! nothing else runs on that core.
+//! **Partitions.** `api` is one *sharded* partition
+//! (`Placement::EveryCore`): a shard on every unreserved core, each
+//! competing for its own core with `api`'s shares, all under one name, set
+//! with one `set_shares` and measured by one `metrics()`. By default
+//! (`--health-core reserved`) the runtime reserves its highest core for
+//! `healthcheck` (`Builder::reserve_core`), a partition placed there with
+//! `Placement::Reserved`: nothing else runs on that core. With
+//! `--health-core same`, `healthcheck` is sharded too, with a 1 ms latency
+//! bound, so on every core it is switched to within about a millisecond
+//! however busy that core's `api` shard is.
 //!
-//! Two ways to listen:
+//! **Listening.** Two ways:
 //!
-//! * separate ports (default): the api port (one `SO_REUSEPORT` listener
-//!   per `api-k`) and the health port (one listener per `healthcheck-k`, or
-//!   one on the reserved core). Each listener is owned by its partition, so
-//!   its readiness wakes that partition and no other;
-//! * `--shared-port`: one port for everything. A small `acceptor` partition
-//!   (one per core, or one on the reserved core) accepts each connection,
-//!   *peeks* at its request line with `TcpStream::peek` (`MSG_PEEK`) and
-//!   hands the connection to the `healthcheck` or the `api` partition
-//!   before any byte is consumed. A keep-alive connection is re-routed the
-//!   same way whenever its next request belongs elsewhere. This is the
-//!   answer to the proposal's "black hole", where a healthcheck partition
-//!   waited for bytes that a callback of the flooded partition had to read.
+//! * separate ports (default): the api port, with one `SO_REUSEPORT`
+//!   listener in each `api` shard, and the health port, with a listener in
+//!   `healthcheck` (in each of its shards with `--health-core same`). Each
+//!   listener is owned by the partition that polls it, so its readiness
+//!   wakes that partition and no other, and the connections it accepts are
+//!   served by tasks of that partition, on that core;
+//! * `--shared-port`: one port for everything. An `acceptor` partition (on
+//!   the reserved core, or sharded with a 1 ms bound) accepts each
+//!   connection, *peeks* at its request line with `TcpStream::peek`
+//!   (`MSG_PEEK`) and hands the connection to `healthcheck` or `api` before
+//!   any byte is consumed: `api.spawn(..)` goes to the `api` shard of the
+//!   acceptor's core, or, from the reserved core (which has no shard), to
+//!   the shards in turn. A keep-alive connection is re-routed the same way
+//!   whenever its next request belongs elsewhere. This is the answer to the
+//!   proposal's "black hole", where a healthcheck partition waited for
+//!   bytes that a callback of the flooded partition had to read.
+//!
+//! **Stopping.** SIGTERM or Ctrl-C (`fairloop::signal`, listened for before
+//! the addresses are announced) makes the program call
+//! `Runtime::shutdown_graceful`, which wakes `fairloop::shutdown::requested()`
+//! in every task: each accept loop drops its listener (new connections are
+//! refused); a connection with a request in flight answers it with
+//! `Connection: close` and closes; an idle keep-alive connection closes at
+//! once. The runtime gives them up to 10 s, and the program exits with
+//! status 0. `tests/http_service.rs` runs this program in a child process
+//! and stops it with SIGTERM during a slow request.
 //!
 //! ```text
-//! cargo run --release --example http_service -- [--health-core same|reserved]
+//! cargo run --release --example http_service -- [--health-core reserved|same]
 //!     [--shared-port] [--cores N] [--no-pin] [--api ADDR] [--health ADDR]
 //!     [--selftest [SECONDS]]
 //! curl -s localhost:8080/work; curl -s localhost:8081/health; curl -s localhost:8081/metrics
+//! curl -s localhost:8080/slow/3000 & sleep 1; kill -TERM <pid>   # still answered
 //! ```
 //!
 //! The api port defaults to `127.0.0.1:8080`, the health port to
@@ -48,9 +69,11 @@
 //! on free ports, saturates `/work` with 64 keep-alive client connections
 //! from plain threads while a prober asks `/health` every 10 ms on a fresh
 //! connection, then prints the `/health` latency (p50/p99/max), the `/work`
-//! throughput and the partitions' metrics, and exits with status 0 (1 if a
-//! probe failed).
+//! throughput and the partitions' metrics, shuts the service down
+//! gracefully, and exits with status 0 (1 if a probe failed or the
+//! shutdown had to cancel a task).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::future::Future;
 use std::io::{self, Write};
@@ -61,34 +84,44 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+// Public for `tests/http_service.rs`, which includes this file.
 #[path = "support/http_client.rs"]
-mod http_client;
+pub mod http_client;
 
 use fairloop::metrics::{CoreMetrics, PartitionMetrics, RuntimeMetrics};
 use fairloop::net::{TcpListener, TcpStream};
 use fairloop::partition::{Partition, Placement};
+use fairloop::shutdown::{self, ShutdownReport};
+use fairloop::signal::{Signal, SignalKind};
 use fairloop::{time, Handle, Runtime};
+use futures_lite::future;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
 /// Sub-tasks one `/work` request fans out into.
 pub const SUBTASKS: usize = 8;
 /// CPU each sub-task burns.
 pub const SUBTASK_CPU: Duration = Duration::from_micros(200);
-/// The reservation (and partition name) of the reserved healthcheck core.
+/// The reservation (and partition name) of the healthcheck.
 const HEALTHCHECK: &str = "healthcheck";
 /// Largest request head (request line and headers) accepted.
 const MAX_HEAD: usize = 16 * 1024;
+/// The longest `/slow/MS`.
+const SLOW_MAX: Duration = Duration::from_secs(60);
+/// How long the requests in flight get to finish once the program is
+/// asked to stop.
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 
 // ---- configuration ---------------------------------------------------------
 
 /// Where `/health` runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HealthCore {
-    /// A `healthcheck-k` partition with a 1 ms latency bound on every core
-    /// `k` that runs `api-k`.
-    Same,
-    /// One `healthcheck` partition on a core reserved for it.
+    /// One `healthcheck` partition on a core reserved for it (the
+    /// default).
     Reserved,
+    /// A sharded `healthcheck` partition with a 1 ms latency bound: a
+    /// shard beside the `api` shard on every core.
+    Same,
 }
 
 /// How the service listens.
@@ -96,7 +129,7 @@ pub enum HealthCore {
 pub enum Ports {
     /// An api port and a health port, each served by its own partitions.
     Separate {
-        /// The api port (`/work`).
+        /// The api port (`/work`, `/slow/MS`).
         api: SocketAddr,
         /// The health port (`/health`, `/metrics`).
         health: SocketAddr,
@@ -120,27 +153,39 @@ pub struct Config {
 
 // ---- the service -----------------------------------------------------------
 
-/// A running service; dropping it shuts the runtime down.
+/// A running service; dropping it stops the runtime at once (see
+/// [`Service::shutdown`] for a graceful stop).
 pub struct Service {
     /// Where `/work` requests go.
     pub api_addr: SocketAddr,
     /// Where `/health` requests go (the same as `api_addr` with a shared
     /// port).
     pub health_addr: SocketAddr,
+    /// The sharded `api` partition.
+    pub api: Partition,
+    /// The `healthcheck` partition (sharded with [`HealthCore::Same`]).
+    pub health: Partition,
     rt: Runtime,
 }
 
 impl Service {
-    /// A snapshot of the runtime's metrics.
+    /// A snapshot of the runtime's metrics (every shard on its own).
     pub fn metrics(&self) -> RuntimeMetrics {
         self.rt.metrics()
+    }
+
+    /// Stops gracefully: every listener closes, the requests in flight are
+    /// answered (with `Connection: close`), idle connections close, and
+    /// whatever is left after `deadline` is cancelled.
+    pub fn shutdown(self, deadline: Duration) -> ShutdownReport {
+        self.rt.shutdown_graceful(deadline)
     }
 }
 
 /// What a request is for, and so which partition should serve it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Role {
-    /// `/work` and anything unknown: the `api` partition.
+    /// `/work`, `/slow/MS` and anything unknown: the `api` partition.
     Api,
     /// `/health` and `/metrics`: the `healthcheck` partition.
     Health,
@@ -148,32 +193,33 @@ enum Role {
     Acceptor,
 }
 
-/// The partitions that serve one unreserved core.
-struct Shard {
-    api: Partition,
-    health: Partition,
-}
-
 /// What every connection task shares.
 struct Svc {
     handle: Handle,
-    shards: Vec<Shard>,
+    api: Partition,
+    health: Partition,
     /// Whether connections are routed by peeking (shared port).
     route: bool,
-    /// Requests served, by route: `/work`, `/health`, `/metrics`, others.
-    served: [AtomicU64; 4],
-    /// Round robin over the shards, for connections accepted on the
-    /// reserved core.
-    next_shard: AtomicUsize,
+    /// Requests served, by route: `/work`, `/slow/MS`, `/health`,
+    /// `/metrics`, others.
+    served: [AtomicU64; 5],
+    /// Listeners still accepting; the last to close says so.
+    listening: AtomicUsize,
+    /// Connections open.
+    open: AtomicUsize,
 }
 
 /// One connection and what has been read from it but not yet used.
 struct Conn {
     stream: TcpStream,
     buf: Vec<u8>,
-    /// The shard whose partitions serve it.
-    shard: usize,
     svc: Arc<Svc>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.svc.open.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Starts the service: builds the runtime, creates the partitions, binds
@@ -187,156 +233,122 @@ pub fn start(cfg: &Config) -> io::Result<Service> {
     }
     let rt = builder.build()?;
     let handle = rt.handle();
-    let shard_cores: Vec<usize> = rt
-        .metrics()
-        .cores
-        .iter()
-        .filter(|c| c.reserved_for.is_none())
-        .map(|c| c.core)
-        .collect();
     let ports = cfg.ports.clone();
-    let (api_addr, health_addr) = rt.block_on(async move {
-        // The partitions: one api (and healthcheck) partition per core.
-        let reserved_hc = if reserved {
-            Some(
-                Partition::builder()
-                    .name(HEALTHCHECK)
-                    .placement(Placement::Reserved(HEALTHCHECK.into()))
-                    .build()?,
-            )
-        } else {
-            None
+    let (api_addr, health_addr, svc) = rt.block_on(async move {
+        // `api` on every unreserved core, one shard each.
+        let api = Partition::builder()
+            .name("api")
+            .placement(Placement::EveryCore)
+            .build()?;
+        // Where the healthcheck (and, with a shared port, the acceptor)
+        // runs: the reserved core, or every core with a latency bound.
+        let beside = |name: &str| {
+            let b = Partition::builder().name(name);
+            if reserved {
+                b.placement(Placement::Reserved(HEALTHCHECK.into()))
+            } else {
+                b.latency(Duration::from_millis(1))
+                    .placement(Placement::EveryCore)
+            }
+            .build()
         };
-        let mut shards = Vec::new();
-        for &core in &shard_cores {
-            let api = Partition::builder()
-                .name(&format!("api-{core}"))
-                .placement(Placement::Core(core))
-                .build()?;
-            let health = match &reserved_hc {
-                Some(hc) => hc.clone(),
-                None => Partition::builder()
-                    .name(&format!("healthcheck-{core}"))
-                    .latency(Duration::from_millis(1))
-                    .placement(Placement::Core(core))
-                    .build()?,
-            };
-            shards.push(Shard { api, health });
-        }
         let svc = Arc::new(Svc {
             handle,
-            shards,
+            api,
+            health: beside(HEALTHCHECK)?,
             route: matches!(ports, Ports::Shared(_)),
             served: Default::default(),
-            next_shard: AtomicUsize::new(0),
+            listening: AtomicUsize::new(0),
+            open: AtomicUsize::new(0),
         });
-
-        match ports {
-            Ports::Separate { api, health } => {
-                // Each listener is owned by (first polled from) the
-                // partition that serves it.
-                let api = listen_sharded(api, svc.shards.len())?;
-                let api_addr = api[0].local_addr()?;
-                for (shard, l) in api.into_iter().enumerate() {
-                    let p = &svc.shards[shard].api;
-                    p.spawn(accept_loop(l, Role::Api, Some(shard), svc.clone()))
-                        .detach();
-                }
-                let health_addr = if let Some(hc) = &reserved_hc {
-                    let l = TcpListener::bind(health)?;
-                    let addr = l.local_addr()?;
-                    hc.spawn(accept_loop(l, Role::Health, Some(0), svc.clone()))
-                        .detach();
-                    addr
-                } else {
-                    let health = listen_sharded(health, svc.shards.len())?;
-                    let addr = health[0].local_addr()?;
-                    for (shard, l) in health.into_iter().enumerate() {
-                        let p = &svc.shards[shard].health;
-                        p.spawn(accept_loop(l, Role::Health, Some(shard), svc.clone()))
-                            .detach();
-                    }
-                    addr
-                };
-                Ok::<_, io::Error>((api_addr, health_addr))
-            }
+        let (api_addr, health_addr) = match ports {
+            Ports::Separate { api, health } => (
+                listen(&svc.api, api, Role::Api, &svc)?,
+                listen(&svc.health, health, Role::Health, &svc)?,
+            ),
             Ports::Shared(addr) => {
-                if reserved {
-                    // One acceptor, on the reserved core: a /health
-                    // connection never touches a flooded core; /work
-                    // connections are dealt out over the shards.
-                    let acceptor = Partition::builder()
-                        .name("acceptor")
-                        .placement(Placement::Reserved(HEALTHCHECK.into()))
-                        .build()?;
-                    let l = TcpListener::bind(addr)?;
-                    let addr = l.local_addr()?;
-                    acceptor
-                        .spawn(accept_loop(l, Role::Acceptor, None, svc.clone()))
-                        .detach();
-                    Ok((addr, addr))
-                } else {
-                    // One acceptor per core, beside that core's partitions.
-                    let ls = listen_sharded(addr, svc.shards.len())?;
-                    let addr = ls[0].local_addr()?;
-                    for (shard, l) in ls.into_iter().enumerate() {
-                        let acceptor = Partition::builder()
-                            .name(&format!("acceptor-{}", shard_cores[shard]))
-                            .latency(Duration::from_millis(1))
-                            .placement(Placement::Core(shard_cores[shard]))
-                            .build()?;
-                        acceptor
-                            .spawn(accept_loop(l, Role::Acceptor, Some(shard), svc.clone()))
-                            .detach();
-                    }
-                    Ok((addr, addr))
-                }
+                let addr = listen(&beside("acceptor")?, addr, Role::Acceptor, &svc)?;
+                (addr, addr)
             }
-        }
+        };
+        Ok::<_, io::Error>((api_addr, health_addr, svc))
     })?;
     Ok(Service {
         api_addr,
         health_addr,
+        api: svc.api.clone(),
+        health: svc.health.clone(),
         rt,
     })
 }
 
-/// `n` `SO_REUSEPORT` listeners on one port (a port of 0 becomes the port
-/// the first one got).
-fn listen_sharded(addr: SocketAddr, n: usize) -> io::Result<Vec<TcpListener>> {
-    let first = TcpListener::bind_reuseport(addr)?;
-    let addr = first.local_addr()?;
-    let mut all = vec![first];
-    for _ in 1..n {
-        all.push(TcpListener::bind_reuseport(addr)?);
+/// Serves `addr` from every core of `p`: in each shard of a sharded
+/// partition, an accept loop on a `SO_REUSEPORT` listener of its own (the
+/// kernel spreads the connections over them); in a partition of one core,
+/// one accept loop on a plain listener. Returns the address (a port of 0
+/// becomes the one the first listener got).
+fn listen(p: &Partition, addr: SocketAddr, role: Role, svc: &Arc<Svc>) -> io::Result<SocketAddr> {
+    let cores = p.cores();
+    let mut addr = addr;
+    for (k, &core) in cores.iter().enumerate() {
+        let listener = if cores.len() == 1 {
+            TcpListener::bind(addr)?
+        } else {
+            TcpListener::bind_reuseport(addr)?
+        };
+        if k == 0 {
+            addr = listener.local_addr()?;
+        }
+        let shard = p
+            .shard(core)
+            .ok_or_else(|| io::Error::other(format!("{p:?} has nothing on core {core}")))?;
+        svc.listening.fetch_add(1, Ordering::SeqCst);
+        // The loop is the listener's first poll: the shard owns it.
+        shard
+            .spawn(accept_loop(listener, role, svc.clone()))
+            .detach();
     }
-    Ok(all)
+    Ok(addr)
 }
 
-/// Accepts connections forever; each is served by a task of the calling
-/// partition. `shard` is the shard whose partitions serve them (`None`:
-/// deal them out round robin).
-async fn accept_loop(listener: TcpListener, role: Role, shard: Option<usize>, svc: Arc<Svc>) {
+/// Accepts connections, each served by a task of the calling partition,
+/// until the service is asked to stop; then drops the listener (new
+/// connections are refused) and leaves the open ones to finish.
+async fn accept_loop(listener: TcpListener, role: Role, svc: Arc<Svc>) {
     loop {
-        match listener.accept().await {
-            Ok((stream, _peer)) => {
-                let shard = shard.unwrap_or_else(|| {
-                    svc.next_shard.fetch_add(1, Ordering::Relaxed) % svc.shards.len()
-                });
+        // The stop first: a flood of connections cannot keep it waiting.
+        let accepted = future::or(
+            async {
+                shutdown::requested().await;
+                None
+            },
+            async { Some(listener.accept().await) },
+        )
+        .await;
+        match accepted {
+            None => break,
+            Some(Ok((stream, _peer))) => {
+                svc.open.fetch_add(1, Ordering::SeqCst);
                 let conn = Conn {
                     stream,
                     buf: Vec::new(),
-                    shard,
                     svc: svc.clone(),
                 };
                 fairloop::spawn(serve(conn, role)).detach();
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 // Out of file descriptors and the like: back off.
                 eprintln!("http_service: accept failed: {e}");
                 time::sleep(Duration::from_millis(10)).await;
             }
         }
+    }
+    drop(listener);
+    if svc.listening.fetch_sub(1, Ordering::SeqCst) == 1 {
+        println!(
+            "http_service: stopped accepting on every listener; finishing {} open connection(s)",
+            svc.open.load(Ordering::SeqCst)
+        );
     }
 }
 
@@ -347,20 +359,30 @@ fn serve(conn: Conn, role: Role) -> Pin<Box<dyn Future<Output = ()> + Send>> {
 
 /// Serves a connection's requests until it closes, in the calling
 /// partition. With a shared port, a request for another partition hands
-/// the connection over to it before the request is read.
+/// the connection over to it before the request is read. Once the service
+/// is asked to stop, the request in flight is the last: it is answered
+/// with `Connection: close`, and a connection between requests closes.
 async fn serve_conn(mut c: Conn, role: Role) {
     let _ = c.stream.set_nodelay(true);
     loop {
+        match next_request_arrives(&mut c).await {
+            Ok(true) => {}
+            Ok(false) | Err(_) => {
+                let _ = c.stream.close().await;
+                return;
+            }
+        }
         if c.svc.route {
             let target = match next_target(&mut c).await {
                 Ok(Some(t)) => t,
                 Ok(None) | Err(_) => return,
             };
             if target != role {
-                let shard = &c.svc.shards[c.shard];
+                // Into the target's shard on this core, or (from the
+                // reserved core) into its shards in turn.
                 let partition = match target {
-                    Role::Health => shard.health.clone(),
-                    _ => shard.api.clone(),
+                    Role::Health => c.svc.health.clone(),
+                    _ => c.svc.api.clone(),
                 };
                 partition.spawn(serve(c, target)).detach();
                 return;
@@ -373,15 +395,57 @@ async fn serve_conn(mut c: Conn, role: Role) {
                 let body = format!("{e}\n");
                 let resp = response("400 Bad Request", "text/plain", body.as_bytes(), false);
                 let _ = c.stream.write_all(&resp).await;
+                let _ = c.stream.close().await;
                 return;
             }
         };
-        let resp = handle(&c.svc, &req).await;
-        if c.stream.write_all(&resp).await.is_err() || !req.keep_alive {
+        let reply = handle(&c.svc, &req).await;
+        let keep_alive = req.keep_alive && !shutdown::is_requested();
+        let resp = response(reply.status, reply.content_type, &reply.body, keep_alive);
+        if c.stream.write_all(&resp).await.is_err() || !keep_alive {
             let _ = c.stream.close().await;
             return;
         }
     }
+}
+
+/// Waits for the next request to begin: `true` once a byte of it is there
+/// (read into the buffer, or, when routing, peeked at so that the partition
+/// it is for reads it); `false` if the peer closed, or if the service is
+/// asked to stop first. What has arrived already wins over the stop, so a
+/// request sent before the stop is served.
+async fn next_request_arrives(c: &mut Conn) -> io::Result<bool> {
+    if !c.buf.is_empty() {
+        return Ok(true);
+    }
+    if c.svc.route {
+        let mut byte = [0u8; 1];
+        return Ok(unless_stopping(c.stream.peek(&mut byte))
+            .await
+            .transpose()?
+            .is_some_and(|n| n > 0));
+    }
+    let mut chunk = [0u8; 4096];
+    let n = unless_stopping(c.stream.read(&mut chunk))
+        .await
+        .transpose()?;
+    match n {
+        Some(n) if n > 0 => {
+            c.buf.extend_from_slice(&chunk[..n]);
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// `f`'s output, or `None` if the service is asked to stop first (`f` is
+/// polled first, so an `f` that is ready wins).
+async fn unless_stopping<F: Future>(f: F) -> Option<F::Output> {
+    future::or(async { Some(f.await) }, async {
+        shutdown::requested().await;
+        None
+    })
+    .await
 }
 
 /// What the next request on the connection is for, decided from its
@@ -522,24 +586,38 @@ fn bad(msg: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
 
+/// A response before it is written: status, type and body.
+struct Reply {
+    status: &'static str,
+    content_type: &'static str,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn text(status: &'static str, body: impl Into<Vec<u8>>) -> Reply {
+        Reply {
+            status,
+            content_type: "text/plain",
+            body: body.into(),
+        }
+    }
+}
+
 /// Answers one request, in the calling partition.
-async fn handle(svc: &Svc, req: &Request) -> Vec<u8> {
+async fn handle(svc: &Svc, req: &Request) -> Reply {
     let path = req.path.split('?').next().unwrap_or("");
     let route = match path {
         "/work" => 0,
-        "/health" => 1,
-        "/metrics" => 2,
-        _ => 3,
+        _ if path.starts_with("/slow/") => 1,
+        "/health" => 2,
+        "/metrics" => 3,
+        _ => 4,
     };
     svc.served[route].fetch_add(1, Ordering::Relaxed);
     if req.method != "GET" {
-        return response(
-            "405 Method Not Allowed",
-            "text/plain",
-            b"GET only\n",
-            req.keep_alive,
-        );
+        return Reply::text("405 Method Not Allowed", "GET only\n");
     }
+    // A shard bears its sharded partition's name: "api on core 2".
     let here = || {
         format!(
             "partition {} on core {}",
@@ -549,9 +627,10 @@ async fn handle(svc: &Svc, req: &Request) -> Vec<u8> {
             fairloop::core_id()
         )
     };
-    match path {
-        "/work" => {
-            // Fan out: the sub-tasks stay in this (the api) partition.
+    match route {
+        0 => {
+            // Fan out: the sub-tasks stay in this partition (this core's
+            // shard of `api`).
             let start = Instant::now();
             let parts: Vec<_> = (0..SUBTASKS)
                 .map(|i| fairloop::spawn(async move { burn(SUBTASK_CPU) ^ i as u64 }))
@@ -566,20 +645,28 @@ async fn handle(svc: &Svc, req: &Request) -> Vec<u8> {
                 here(),
                 sum % 1000
             );
-            response("200 OK", "text/plain", body.as_bytes(), req.keep_alive)
+            Reply::text("200 OK", body)
         }
-        "/health" => {
-            let body = format!("ok ({})\n", here());
-            response("200 OK", "text/plain", body.as_bytes(), req.keep_alive)
-        }
-        "/metrics" => {
+        1 => match path["/slow/".len()..].parse::<u64>() {
+            Ok(ms) if Duration::from_millis(ms) <= SLOW_MAX => {
+                println!("http_service: GET /slow/{ms} started ({})", here());
+                time::sleep(Duration::from_millis(ms)).await;
+                Reply::text("200 OK", format!("slept {ms} ms\n"))
+            }
+            _ => Reply::text(
+                "400 Bad Request",
+                format!("try /slow/MS with MS at most {}\n", SLOW_MAX.as_millis()),
+            ),
+        },
+        2 => Reply::text("200 OK", format!("ok ({})\n", here())),
+        3 => {
             // The busiest partitions and an "other" row rather than every
             // partition: a service with thousands of tenant partitions
             // must not flood its scraper (nor pay O(partitions) per scrape).
             let cores = svc.handle.core_metrics();
-            let top = svc.handle.top_partitions(METRICS_TOP_PARTITIONS);
-            let mut body = prometheus(&cores, &top);
-            let names = ["/work", "/health", "/metrics", "other"];
+            let rows = metrics_rows(&svc.handle, METRICS_TOP_PARTITIONS);
+            let mut body = prometheus(&cores, &rows);
+            let names = ["/work", "/slow", "/health", "/metrics", "other"];
             body.push_str(
                 "# HELP http_service_requests_total HTTP requests served, by route.\n\
                  # TYPE http_service_requests_total counter\n",
@@ -591,18 +678,15 @@ async fn handle(svc: &Svc, req: &Request) -> Vec<u8> {
                     n.load(Ordering::Relaxed)
                 );
             }
-            response(
-                "200 OK",
-                "text/plain; version=0.0.4; charset=utf-8",
-                body.as_bytes(),
-                req.keep_alive,
-            )
+            Reply {
+                status: "200 OK",
+                content_type: "text/plain; version=0.0.4; charset=utf-8",
+                body: body.into_bytes(),
+            }
         }
-        _ => response(
+        _ => Reply::text(
             "404 Not Found",
-            "text/plain",
-            b"try /work, /health or /metrics\n",
-            req.keep_alive,
+            "try /work, /slow/MS, /health or /metrics\n",
         ),
     }
 }
@@ -632,16 +716,55 @@ fn burn(d: Duration) -> u64 {
     spins
 }
 
+/// The partitions `/metrics` lists: the `n` busiest, where a sharded
+/// partition counts as one (by the busy time of all its shards) and is
+/// listed shard by shard, each shard with its core, so that
+/// `sum by (partition)` adds up to the whole and no figure is counted
+/// twice.
+///
+/// It reads the cores' leaderboards (`Handle::top_partitions`, the 64
+/// busiest partitions of each core: O(cores), whatever the number of
+/// partitions) and completes each sharded partition found there with the
+/// shards that were not on a board (O(its cores)).
+pub fn metrics_rows(handle: &Handle, n: usize) -> Vec<PartitionMetrics> {
+    // Rows by the partition they count for: a shard's sharded partition,
+    // or the partition itself.
+    let mut units: BTreeMap<u64, Vec<PartitionMetrics>> = BTreeMap::new();
+    for row in handle.top_partitions(usize::MAX) {
+        units
+            .entry(row.shard_of.unwrap_or(row.id))
+            .or_default()
+            .push(row);
+    }
+    for (id, rows) in units.iter_mut() {
+        let Some(whole) = handle.partition(*id).filter(|p| p.is_sharded()) else {
+            continue;
+        };
+        *rows = whole
+            .cores()
+            .into_iter()
+            .filter_map(|core| whole.shard(core))
+            .map(|shard| shard.metrics())
+            .collect();
+    }
+    let mut units: Vec<Vec<PartitionMetrics>> = units.into_values().collect();
+    // Busiest first; ties keep the order of ids (the sort is stable).
+    units.sort_by_key(|rows| std::cmp::Reverse(rows.iter().map(|r| r.busy).sum::<Duration>()));
+    units.into_iter().take(n).flatten().collect()
+}
+
 // ---- /metrics: the Prometheus text exposition format -----------------------
 
-/// Partitions `/metrics` lists by name: the busiest; the rest are summed in
-/// a `partition="other"` row.
+/// Partitions `/metrics` lists by name: the busiest (a sharded partition
+/// counting once, listed shard by shard); the rest are summed in a
+/// `partition="other"` row.
 pub const METRICS_TOP_PARTITIONS: usize = 20;
 
 /// Renders metrics in the Prometheus text exposition format (version
 /// 0.0.4): per-core series labelled `core="i"`, per-partition series of
 /// `partitions` labelled `partition="name"` (`root` for a core's root
-/// partition) and `core="i"` (the core that owns it now), and a
+/// partition) and `core="i"` (the core that owns it now; a sharded
+/// partition's shards bear its name and differ by core), and a
 /// `partition="other"` row with the polls and busy time of every
 /// partition not listed (the cores' totals less the listed ones').
 pub fn prometheus(core_metrics: &[CoreMetrics], partitions: &[PartitionMetrics]) -> String {
@@ -938,7 +1061,13 @@ pub fn quantile(samples: &[Duration], q: f64) -> Duration {
 // ---- main ------------------------------------------------------------------
 
 fn main() -> io::Result<()> {
-    let mut health_core = HealthCore::Same;
+    run(std::env::args().skip(1).collect())
+}
+
+/// The program, given its arguments (`tests/http_service.rs` runs it in a
+/// child process).
+pub fn run(args: Vec<String>) -> io::Result<()> {
+    let mut health_core = HealthCore::Reserved;
     let mut shared_port = false;
     let mut cores = thread::available_parallelism()
         .map_or(2, |n| n.get())
@@ -947,8 +1076,8 @@ fn main() -> io::Result<()> {
     let mut api = None;
     let mut health = None;
     let mut selftest = None;
-    let mut args = std::env::args().skip(1).peekable();
-    let usage = "usage: http_service [--health-core same|reserved] [--shared-port] [--cores N] \
+    let mut args = args.into_iter().peekable();
+    let usage = "usage: http_service [--health-core reserved|same] [--shared-port] [--cores N] \
                  [--no-pin] [--api ADDR] [--health ADDR] [--selftest [SECONDS]]";
     while let Some(arg) = args.next() {
         let mut value = |what: &str| {
@@ -957,10 +1086,10 @@ fn main() -> io::Result<()> {
         };
         match arg.as_str() {
             "--health-core" => {
-                health_core = match value("same or reserved").as_str() {
-                    "same" => HealthCore::Same,
+                health_core = match value("reserved or same").as_str() {
                     "reserved" => HealthCore::Reserved,
-                    other => fail(&format!("--health-core {other}: say same or reserved")),
+                    "same" => HealthCore::Same,
+                    other => fail(&format!("--health-core {other}: say reserved or same")),
                 }
             }
             "--shared-port" => shared_port = true,
@@ -1009,6 +1138,15 @@ fn main() -> io::Result<()> {
         ports,
     };
     let svc = start(&cfg)?;
+    // Serving until told to stop: from here on SIGTERM and SIGINT are ours
+    // to handle, before anyone learns the addresses.
+    let mode = match selftest {
+        None => Mode::Serve {
+            term: Signal::new(SignalKind::Terminate)?,
+            int: Signal::new(SignalKind::Interrupt)?,
+        },
+        Some(run_for) => Mode::Selftest(run_for),
+    };
     println!(
         "http_service: {cores} cores, health core: {health_core:?}; /work on {}, /health and \
          /metrics on {}{}",
@@ -1020,12 +1158,47 @@ fn main() -> io::Result<()> {
             ""
         }
     );
-
-    let Some(run_for) = selftest else {
-        loop {
-            thread::park();
+    match mode {
+        Mode::Serve { term, int } => {
+            serve_until_signal(svc, term, int);
+            Ok(())
         }
-    };
+        Mode::Selftest(run_for) => run_selftest(svc, run_for),
+    }
+}
+
+/// What the program does once the service is up.
+enum Mode {
+    /// Serve until SIGTERM or SIGINT.
+    Serve { term: Signal, int: Signal },
+    /// Load the service for this long, then stop it.
+    Selftest(Duration),
+}
+
+/// Waits for SIGTERM or SIGINT, then stops the service gracefully.
+fn serve_until_signal(svc: Service, mut term: Signal, mut int: Signal) {
+    let why = future::block_on(future::or(
+        async {
+            term.recv().await;
+            "SIGTERM"
+        },
+        async {
+            int.recv().await;
+            "SIGINT (Ctrl-C)"
+        },
+    ));
+    println!("http_service: {why}: shutting down gracefully (deadline {SHUTDOWN_DEADLINE:?})");
+    let report = svc.shutdown(SHUTDOWN_DEADLINE);
+    println!(
+        "http_service: stopped: {} task(s) finished, {} cancelled at the deadline",
+        report.completed, report.cancelled
+    );
+}
+
+/// The self-test: floods `/work` while probing `/health`, prints what it
+/// saw, stops the service gracefully; exits with status 1 if a probe
+/// failed or a task had to be cancelled.
+fn run_selftest(svc: Service, run_for: Duration) -> io::Result<()> {
     let clients = 64;
     println!(
         "selftest: {clients} clients flood /work ({SUBTASKS} x {SUBTASK_CPU:?} of CPU each) for \
@@ -1065,23 +1238,40 @@ fn main() -> io::Result<()> {
         metrics.lines().count()
     );
     let m = svc.metrics();
-    for p in m.partitions.iter().filter(|p| p.polls > 0) {
+    let row = |label: &str, p: &PartitionMetrics| {
         println!(
-            "  {:<16} core {}  busy {:>8.3} s  polls {:>9}  sched delay p99 {:>9}  max {:>9}",
-            p.name.as_deref().unwrap_or("root"),
-            p.core,
+            "  {label:<22} busy {:>8.3} s  polls {:>9}  sched delay p99 {:>9}  max {:>9}",
             p.busy.as_secs_f64(),
             p.polls,
             ms(p.sched_delay_p99),
             ms(p.sched_delay_max),
+        )
+    };
+    for p in m.partitions.iter().filter(|p| p.polls > 0) {
+        let name = p.name.as_deref().unwrap_or("root");
+        row(&format!("{name} (core {})", p.core), p);
+    }
+    for whole in [&svc.api, &svc.health]
+        .into_iter()
+        .filter(|p| p.is_sharded())
+    {
+        let name = whole.name().unwrap_or_default();
+        row(
+            &format!("{name} (all {} shards)", whole.cores().len()),
+            &whole.metrics(),
         );
     }
     let ok = r.health_failures.is_empty() && !r.health.is_empty() && r.work_done > 0;
     for f in r.health_failures.iter().take(5) {
         println!("  failed probe: {f}");
     }
-    drop(svc);
-    if !ok {
+    // The load's connections are closed; what is left ends on the request.
+    let report = svc.shutdown(SHUTDOWN_DEADLINE);
+    println!(
+        "http_service: stopped: {} task(s) finished, {} cancelled at the deadline",
+        report.completed, report.cancelled
+    );
+    if !ok || !report.drained || report.cancelled > 0 {
         eprintln!("selftest FAILED");
         std::process::exit(1);
     }

@@ -5,8 +5,9 @@
 //! `Placement::Reserved("healthcheck")`; nothing else runs there. A
 //! `healthcheck` partition on that core ticks every 10 ms and records how
 //! late each tick runs, while a flood of CPU-heavy work (waves of thousands
-//! of tasks that each burn ~50 µs of CPU) keeps every other core busy, one
-//! `api-<k>` partition per unreserved core (`Placement::RoundRobin`).
+//! of tasks that each burn ~50 µs of CPU) keeps every other core busy in
+//! `api`, a sharded partition (`Placement::EveryCore`: one shard on every
+//! unreserved core, none on the reserved one).
 //!
 //! At the end it prints the healthcheck's lateness (p50/p99/max), each
 //! core's busy share over the run and the partitions that ran on it (the
@@ -61,22 +62,24 @@ fn main() -> std::io::Result<()> {
             .name("healthcheck")
             .placement(Placement::Reserved(RESERVATION.into()))
             .build()?;
-        // One flood partition per unreserved core: RoundRobin deals them out
-        // over the unreserved cores and never onto the reserved one.
-        let api: Vec<Partition> = (0..cores - 1)
-            .map(|k| {
-                Partition::builder()
-                    .name(&format!("api-{k}"))
-                    .placement(Placement::RoundRobin)
-                    .build()
-            })
-            .collect::<std::io::Result<_>>()?;
+        // The flood's partition: a shard on every unreserved core, never
+        // on the reserved one.
+        let api = Partition::builder()
+            .name("api")
+            .placement(Placement::EveryCore)
+            .build()?;
 
         let stop = Arc::new(AtomicBool::new(false));
         let before = handle.metrics();
         let started = Instant::now();
         let check = hc.spawn(healthcheck(stop.clone()));
-        let floods: Vec<_> = api.iter().map(|p| p.spawn(flood(run_for))).collect();
+        // One flood in each shard (each fans out within its shard).
+        let floods: Vec<_> = api
+            .cores()
+            .into_iter()
+            .filter_map(|core| api.shard(core))
+            .map(|shard| shard.spawn(flood(run_for)))
+            .collect();
         let mut done = 0u64;
         for f in floods {
             done += f.await.expect("flood panicked");

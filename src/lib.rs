@@ -20,31 +20,50 @@
 //! time instead of callbacks, bounds every turn, and runs on many cores.
 //!
 //! ```
-//! use fairloop::{partition::{self, Partition}, Runtime};
+//! use fairloop::partition::{Partition, Placement};
+//! use fairloop::Runtime;
 //! use std::time::Duration;
 //!
 //! fn main() -> std::io::Result<()> {
 //!     let rt = Runtime::builder()
-//!         .cores(2)          // 2 reactor threads, one pinned per CPU
+//!         .cores(3)                      // 3 reactor threads, one pinned per CPU
+//!         .reserve_core("healthcheck")   // core 2 runs `healthcheck` only
 //!         .build()?;
 //!     rt.block_on(async {
 //!         let hc = Partition::builder()
 //!             .name("healthcheck")
+//!             .placement(Placement::Reserved("healthcheck".into()))
 //!             .latency(Duration::from_millis(1))
 //!             .build()?;
 //!         let health = hc.spawn(async { "ok" });
-//!         // the proposal's asyncio.spawn(coro, partition=...): everything
-//!         // spawned from inside `api` stays in `api`
-//!         let api = partition::spawn("api", async {
-//!             let parts: Vec<_> = (0..4u64).map(|i| fairloop::spawn(async move { i * i })).collect();
-//!             let mut sum = 0;
-//!             for p in parts {
-//!                 sum += p.await.expect("no panic");
-//!             }
-//!             sum
-//!         });
+//!         // `api` on every other core: one shard per core, one name
+//!         let api = Partition::builder()
+//!             .name("api")
+//!             .placement(Placement::EveryCore)
+//!             .build()?;
+//!         assert_eq!(api.cores(), vec![0, 1]);
+//!         let mut sums = Vec::new();
+//!         for core in api.cores() {
+//!             let shard = api.shard(core).expect("a shard on every unreserved core");
+//!             // the proposal's asyncio.spawn(coro, partition=...): everything
+//!             // spawned from inside a shard stays in it, on its core
+//!             sums.push(shard.spawn(async move {
+//!                 let parts: Vec<_> =
+//!                     (0..4u64).map(|i| fairloop::spawn(async move { i * i })).collect();
+//!                 let mut sum = 0;
+//!                 for p in parts {
+//!                     sum += p.await.expect("no panic");
+//!                 }
+//!                 assert_eq!(fairloop::core_id(), core);
+//!                 sum
+//!             }));
+//!         }
 //!         assert_eq!(health.await.expect("no panic"), "ok");
-//!         assert_eq!(api.await.expect("no panic"), 14);
+//!         for sum in sums {
+//!             assert_eq!(sum.await.expect("no panic"), 14);
+//!         }
+//!         // One figure for all of `api`: the sum over its shards.
+//!         assert!(api.metrics().polls >= 2 * 5);
 //!         Ok(())
 //!     })
 //! }
@@ -71,6 +90,16 @@
 //! * **Latency**: a partition built with `.latency(d)` is switched to at the
 //!   next task boundary once runnable, as long as it does not use far more
 //!   than its share.
+//! * **Sharded partitions**: [`Placement::EveryCore`](partition::Placement)
+//!   makes one partition per unreserved core (a *shard*) under one name, as
+//!   Seastar's scheduling groups exist on every shard. Spawning through it
+//!   goes to the shard of the caller's core (from a core without one, or a
+//!   plain thread, to the shards in turn); tasks stay in their shard;
+//!   shares and latency hold per shard, against the other partitions of
+//!   its core; `set_shares` sets every shard, `metrics()` sums them, and
+//!   shards never move. [`partition::current`] inside a shard is the shard;
+//!   [`partition::get`] by name is the whole. See
+//!   [`Partition`](partition::Partition#sharded-partitions).
 //! * **Tasks**: [`spawn`], [`spawn_local`], [`task::spawn_blocking`];
 //!   [`JoinHandle`] is a future of `Result<T, JoinError>`; dropping it
 //!   detaches, `abort()` cancels; a panic never takes a core down.
@@ -91,7 +120,9 @@ pub use fairloop_runtime::{
     Runtime, YieldNow, MAX_CORES,
 };
 
-/// Partitions: create, find, spawn into, and measure them.
+/// Partitions: create, find, spawn into, and measure them; sharded
+/// partitions ([`Placement::EveryCore`](partition::Placement::EveryCore))
+/// put one on every unreserved core under one name.
 pub mod partition {
     pub use fairloop_runtime::partition::*;
 }

@@ -120,10 +120,25 @@ fn the_contract_compiles_and_runs() {
                 Placement::Core(0),
                 Placement::RoundRobin,
                 Placement::LeastLoaded,
+                Placement::EveryCore,
             ] {
                 let _ = Partition::builder().placement(placement).build();
             }
             let _ = Placement::Reserved("nope".into());
+
+            // sharded partitions
+            let sharded: Partition = Partition::builder()
+                .name("sharded-contract")
+                .placement(Placement::EveryCore)
+                .build()
+                .expect("sharded partition");
+            let cores: Vec<usize> = sharded.cores();
+            assert_eq!(cores, vec![0, 1]);
+            let shard: Option<Partition> = sharded.shard(1);
+            assert_eq!(shard.map(|s| s.core()), Some(1));
+            s += sharded.spawn(async { 0u8 }).await.expect("in a shard");
+            assert!(sharded.migrate_to(1).is_err());
+            let _: PartitionMetrics = sharded.metrics();
 
             // time
             let sl: Sleep = fairloop::time::sleep(Duration::from_millis(1));

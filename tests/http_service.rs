@@ -1,7 +1,8 @@
 //! The `http_service` example as a test: `/health` keeps answering while
 //! `/work` is saturated by concurrent clients, with separate ports and with
 //! one shared port (connections routed by peeking at the request line), the
-//! healthcheck on the api cores or on a reserved core.
+//! healthcheck on a reserved core or sharded beside `api`; `/metrics` lists
+//! every `api` shard; and the program stops gracefully on SIGTERM.
 //!
 //! The service is the example's own code, included with `#[path]`. Bounds
 //! are for correctness only: every probe must get `200 ok` within 5 s (the
@@ -14,11 +15,18 @@ mod common;
 #[allow(dead_code)]
 mod http_service;
 
-use std::net::SocketAddr;
-use std::time::Duration;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use common::with_timeout;
-use http_service::{connect, get, load, quantile, start, Config, HealthCore, Ports};
+use http_service::{
+    connect, get, http_client, load, quantile, start, Config, HealthCore, Ports, SHUTDOWN_DEADLINE,
+};
+use rustix::process::{kill_process, Pid, Signal};
 
 const T: u64 = 60;
 
@@ -42,7 +50,7 @@ fn health_survives_flood(health_core: HealthCore, ports: Ports) {
     let (status, body) = get(&mut c, "/work").expect("GET /work");
     assert_eq!(status, 200, "/work: {body}");
     assert!(
-        body.contains("partition api-"),
+        body.contains("partition api on core"),
         "/work ran outside api: {body}"
     );
     let mut c = connect(svc.health_addr, Duration::from_secs(5)).expect("connect for /health");
@@ -86,14 +94,20 @@ fn health_survives_flood(health_core: HealthCore, ports: Ports) {
     assert!(text.contains("fairloop_core_polls_total{core=\"0\"}"));
     assert!(text.contains("# TYPE fairloop_core_ring_completions_total counter"));
     assert!(text.contains("fairloop_core_io_uring{core=\"0\"}"));
-    for name in ["api-0", "healthcheck"] {
+    // One row per shard of `api` (every unreserved core), and the
+    // healthcheck's.
+    for core in svc.api.cores() {
+        let series = format!("fairloop_partition_polls_total{{partition=\"api\",core=\"{core}\"}}");
         assert!(
-            text.lines()
-                .any(|l| l.starts_with("fairloop_partition_polls_total{")
-                    && l.contains(&format!("partition=\"{name}"))),
-            "no polls series for {name} in /metrics"
+            text.lines().any(|l| l.starts_with(&series)),
+            "no {series} in /metrics"
         );
     }
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("fairloop_partition_polls_total{partition=\"healthcheck\"")),
+        "no polls series for the healthcheck in /metrics"
+    );
     // Every sample line is `name{labels} number`.
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let value = line.rsplit(' ').next().unwrap_or("");
@@ -101,21 +115,21 @@ fn health_survives_flood(health_core: HealthCore, ports: Ports) {
     }
     // Every /health answered while flooded really ran in a healthcheck
     // partition: its polls grew.
-    let m = svc.metrics();
-    let hc_polls: u64 = m
-        .partitions
-        .iter()
-        .filter(|p| {
-            p.name
-                .as_deref()
-                .is_some_and(|n| n.starts_with("healthcheck"))
-        })
-        .map(|p| p.polls)
-        .sum();
+    let hc_polls = svc.health.metrics().polls;
     assert!(
         hc_polls as usize >= r.health.len(),
         "healthcheck polls {hc_polls}"
     );
+    // The sharded api's figures are the sums of its shards'.
+    let m = svc.metrics();
+    let api = svc.api.metrics();
+    let shards = m.shards(svc.api.id());
+    assert_eq!(shards.len(), svc.api.cores().len());
+    assert!(api.polls >= shards.iter().map(|s| s.polls).sum::<u64>());
+    assert!(api.polls > 0);
+    // A graceful stop with no client left: nothing to cancel.
+    let report = svc.shutdown(Duration::from_secs(10));
+    assert!(report.drained && report.cancelled == 0, "{report:?}");
 }
 
 #[test]
@@ -175,9 +189,9 @@ fn shared_port_routes_each_request() {
         .expect("start the service");
         let mut c = connect(svc.api_addr, Duration::from_secs(5)).expect("connect");
         for (path, partition) in [
-            ("/health", "healthcheck-"),
-            ("/work", "api-"),
-            ("/health", "healthcheck-"),
+            ("/health", "partition healthcheck on core"),
+            ("/work", "partition api on core"),
+            ("/health", "partition healthcheck on core"),
             ("/nope", "404"),
         ] {
             let (status, body) = get(&mut c, path).expect(path);
@@ -197,6 +211,167 @@ fn shared_port_routes_each_request() {
         let mut head = String::new();
         c.read_to_string(&mut head).expect("read the response");
         assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
-        assert!(head.contains("partition healthcheck-"), "{head}");
+        assert!(head.contains("partition healthcheck on core"), "{head}");
     });
+}
+
+/// Set in the environment of the child process that
+/// [`sigterm_finishes_the_request_in_flight_then_exits_0`] starts.
+const CHILD: &str = "FAIRLOOP_HTTP_SERVICE_SIGTERM_CHILD";
+
+/// The slow request in flight at the SIGTERM: long enough to still be in
+/// flight when the parent has checked that new connections are refused.
+const SLOW_MS: u64 = 1500;
+
+/// Not a test of its own: the child process of
+/// [`sigterm_finishes_the_request_in_flight_then_exits_0`], which runs this
+/// binary again with only this test and `CHILD` set. It runs the example's
+/// program on free ports until SIGTERM.
+#[test]
+#[ignore = "the child process of sigterm_finishes_the_request_in_flight_then_exits_0"]
+fn sigterm_child() {
+    if std::env::var_os(CHILD).is_none() {
+        println!("sigterm_child runs only as the child of sigterm_finishes_the_request_in_flight");
+        return;
+    }
+    // Never outlive the parent: its end of our stdin closes when it exits,
+    // however it exits.
+    thread::spawn(|| {
+        let _ = io::copy(&mut io::stdin(), &mut io::sink());
+        eprintln!("http_service child: the test is gone; exiting");
+        std::process::exit(2);
+    });
+    let args = [
+        "--cores",
+        "3",
+        "--no-pin",
+        "--api",
+        "127.0.0.1:0",
+        "--health",
+        "127.0.0.1:0",
+    ];
+    http_service::run(args.iter().map(|a| a.to_string()).collect()).expect("the example's run");
+}
+
+/// SIGTERM: the service stops accepting (new connections are refused),
+/// answers the request in flight in full, closes an idle keep-alive
+/// connection, and the program exits with status 0.
+#[test]
+fn sigterm_finishes_the_request_in_flight_then_exits_0() {
+    with_timeout(T, || {
+        let mut child = Command::new(std::env::current_exe().expect("current_exe"))
+            .args([
+                "sigterm_child",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD, "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the child");
+        let lines = read_lines(&mut child);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            drive(&mut child, &lines);
+        }));
+        if let Err(panic) = result {
+            let _ = child.kill();
+            let _ = child.wait();
+            std::panic::resume_unwind(panic);
+        }
+    });
+}
+
+fn drive(child: &mut Child, lines: &Receiver<String>) {
+    let listening = wait_for(lines, "/work on ");
+    let after = |what: &str| -> SocketAddr {
+        listening
+            .split(what)
+            .nth(1)
+            .and_then(|rest| rest.split([',', ' ']).next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address after {what:?} in {listening:?}"))
+    };
+    let (api, health) = (after("/work on "), after("/metrics on "));
+
+    // An idle keep-alive connection, and a slow request in flight.
+    let mut idle = connect(api, Duration::from_secs(30)).expect("connect");
+    let (status, body) = get(&mut idle, "/work").expect("GET /work");
+    assert_eq!(status, 200, "{body}");
+    let mut slow = connect(api, Duration::from_secs(30)).expect("connect");
+    write!(
+        slow,
+        "GET /slow/{SLOW_MS} HTTP/1.1\r\nHost: fairloop\r\n\r\n"
+    )
+    .expect("send the slow request");
+    wait_for(lines, &format!("GET /slow/{SLOW_MS} started"));
+
+    kill_process(Pid::from_child(child), Signal::TERM).expect("send SIGTERM");
+    wait_for(lines, "SIGTERM: shutting down gracefully");
+    wait_for(lines, "stopped accepting on every listener");
+    for addr in [api, health] {
+        match TcpStream::connect(addr) {
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+            other => panic!("a new connection to {addr} after SIGTERM: {other:?}"),
+        }
+    }
+    // The idle connection is closed without a response.
+    let mut rest = Vec::new();
+    match idle.read_to_end(&mut rest) {
+        Ok(_) => assert!(rest.is_empty(), "bytes on the idle connection: {rest:?}"),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("the idle connection was not closed: {e}"),
+    }
+    // The request in flight is answered in full, then the connection ends.
+    let (code, body) = http_client::read_response(&mut slow).expect("the slow response");
+    assert_eq!(code, 200, "{body:?}");
+    assert_eq!(body, format!("slept {SLOW_MS} ms\n"));
+    let mut rest = Vec::new();
+    slow.read_to_end(&mut rest)
+        .expect("the server closes the connection");
+    assert!(rest.is_empty(), "bytes after the response: {rest:?}");
+
+    let deadline = Instant::now() + SHUTDOWN_DEADLINE + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the child did not exit");
+        thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "the child exited with {status:?}");
+    let stopped = wait_for(lines, "stopped: ");
+    assert!(stopped.contains(" 0 cancelled"), "{stopped}");
+}
+
+/// The child's stdout, line by line, echoed to ours.
+fn read_lines(child: &mut Child) -> Receiver<String> {
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            println!("child: {line}");
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The child's next line containing `what`, waiting at most 20 s.
+fn wait_for(lines: &Receiver<String>, what: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(what) => return line,
+            Ok(_) => continue,
+            Err(e) => panic!("waiting for the child to say {what:?}: {e}"),
+        }
+    }
 }

@@ -51,6 +51,7 @@ fn label(p: &Placement) -> String {
         Placement::Reserved(r) => format!("reserved-{r}"),
         Placement::RoundRobin => "rr".into(),
         Placement::LeastLoaded => "ll".into(),
+        Placement::EveryCore => "every".into(),
     }
 }
 

@@ -46,6 +46,27 @@ pub(crate) fn on_core<R>(
     with_core(|c| c.filter(|c| c.is(runtime, core)).map(|c| f(c)))
 }
 
+/// The core of `runtime` the calling code works on: this thread's index
+/// if it is one of `runtime`'s core threads; in a `spawn_blocking`
+/// closure started from `runtime`, the core that owns the closure's
+/// partition now; `None` anywhere else (a plain thread, another runtime's
+/// core or closure).
+pub(crate) fn local_core(runtime: &Arc<RuntimeInner>) -> Option<usize> {
+    let core = with_core(|c| c.and_then(|c| Arc::ptr_eq(&c.runtime, runtime).then_some(c.index)));
+    if core.is_some() {
+        return core;
+    }
+    BLOCKING
+        .try_with(|b| {
+            b.borrow()
+                .as_ref()
+                .filter(|p| Arc::ptr_eq(&p.runtime, runtime))
+                .map(|p| p.owner())
+        })
+        .ok()
+        .flatten()
+}
+
 /// What the calling code belongs to, if it runs under a fairloop runtime.
 pub(crate) enum Here {
     /// A task (or other code) on core thread `core`, inside partition

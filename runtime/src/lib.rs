@@ -21,7 +21,7 @@
 //! | [`signal`] | SIGINT and SIGTERM as futures: process-wide handlers and one thread that wakes the waiters; knows no runtime |
 //! | `driver` | one core's IO: `mio::Poll`, timerfd, io_uring ring, receive buffers, the door other threads knock on. Imports only `park`, `metrics`, `loom` |
 //! | `reactor` | one core's thread: the loop of turns, wakes, migration, shutdown; `Remote`, what other threads may touch of it |
-//! | `partition` | partitions: handles, shared state, wake routing, placement, the balancer |
+//! | `partition` | partitions: handles, shared state, wake routing, placement, sharded partitions, the balancer |
 //! | `task` | tasks: spawning, joining, aborting, the free functions |
 //! | [`time`] | sleeps, timeouts, intervals, and each core's timer heap |
 //! | [`io`] | sockets on the drivers: readiness (`IoSource`) and streams on the ring (`StreamSource`) |

@@ -11,20 +11,43 @@ use std::time::Duration;
 
 /// The whole runtime: one entry per core, one per live partition (roots,
 /// named partitions, and anonymous partitions that still have tasks).
+///
+/// A sharded partition (`Placement::EveryCore`) is listed shard by shard:
+/// each shard is a partition of its own core, with its own id, its core,
+/// the sharded partition's name, and
+/// [`shard_of`](PartitionMetrics::shard_of) set to the sharded partition's
+/// id. `Partition::metrics` on the sharded partition gives the sum.
 #[derive(Clone, Debug, Default)]
 pub struct RuntimeMetrics {
     /// Per core, by index.
     pub cores: Vec<CoreMetrics>,
-    /// Per partition, by id.
+    /// Per partition, by id; a sharded partition contributes one entry
+    /// per shard.
     pub partitions: Vec<PartitionMetrics>,
 }
 
 impl RuntimeMetrics {
-    /// The partition with this name, if any.
+    /// The partition with this name, if any. For a sharded partition,
+    /// whose shards all bear its name, this is the shard on the lowest
+    /// core; [`shards`](RuntimeMetrics::shards) gives all of them, and
+    /// `Partition::metrics` their sum.
     pub fn partition(&self, name: &str) -> Option<&PartitionMetrics> {
         self.partitions
             .iter()
-            .find(|p| p.name.as_deref() == Some(name))
+            .filter(|p| p.name.as_deref() == Some(name))
+            .min_by_key(|p| p.core)
+    }
+
+    /// The shards of the sharded partition with id `id`, by core (none if
+    /// `id` is not a sharded partition's).
+    pub fn shards(&self, id: u64) -> Vec<&PartitionMetrics> {
+        let mut shards: Vec<_> = self
+            .partitions
+            .iter()
+            .filter(|p| p.shard_of == Some(id))
+            .collect();
+        shards.sort_by_key(|p| p.core);
+        shards
     }
 }
 
@@ -88,8 +111,31 @@ pub struct PartitionMetrics {
     pub sched_delay_max: Duration,
     /// Polls that ran longer than the stall threshold (default 10 ms).
     pub long_polls: u64,
-    /// Times the partition moved to another core.
+    /// Times the partition moved to another core (always 0 for a shard,
+    /// which never moves).
     pub migrations: u64,
+    /// For a shard of a sharded partition (`Placement::EveryCore`): the
+    /// sharded partition's id. `None` for every other partition, and in
+    /// the sum `Partition::metrics` gives for a sharded partition.
+    pub shard_of: Option<u64>,
+}
+
+impl PartitionMetrics {
+    /// Adds a shard's figures to this sum over the shards of a sharded
+    /// partition: counts and times add up, and each scheduling delay is
+    /// the largest of the shards' (percentiles of different cores cannot
+    /// be merged exactly; the largest is the bound that holds for all).
+    pub(crate) fn add_shard(&mut self, shard: &PartitionMetrics) {
+        self.tasks += shard.tasks;
+        self.queued += shard.queued;
+        self.polls += shard.polls;
+        self.busy += shard.busy;
+        self.sched_delay_p50 = self.sched_delay_p50.max(shard.sched_delay_p50);
+        self.sched_delay_p99 = self.sched_delay_p99.max(shard.sched_delay_p99);
+        self.sched_delay_max = self.sched_delay_max.max(shard.sched_delay_max);
+        self.long_polls += shard.long_polls;
+        self.migrations += shard.migrations;
+    }
 }
 
 /// A core's counters, written only by the core's own thread (on lines of

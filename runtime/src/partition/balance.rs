@@ -22,8 +22,9 @@
 //! give 1:2), the same busiest/idlest pair on two consecutive looks, and a
 //! partition that moved rests for several intervals before it may move
 //! again. After a move the balancer waits until the demand figures can
-//! show it before deciding anything else, so it does not overshoot. Pinned partitions, partitions in transit and reserved cores are
-//! never touched.
+//! show it before deciding anything else, so it does not overshoot. Pinned
+//! partitions, the shards of sharded partitions, partitions in transit
+//! and reserved cores are never touched.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -158,7 +159,13 @@ impl Balancer {
         }
         let best = on_busiest
             .iter()
-            .filter(|p| !p.pinned.load(Ordering::Acquire) && !self.moved_at.contains_key(&p.id))
+            // Shards are pinned; the second test says so once more, so that
+            // a shard can never become a candidate whatever sets the flag.
+            .filter(|p| {
+                !p.pinned.load(Ordering::Acquire)
+                    && p.shard_of.is_none()
+                    && !self.moved_at.contains_key(&p.id)
+            })
             .map(|p| Candidate {
                 partition: Arc::clone(p),
                 weight: deltas[&p.id].as_secs_f64() / core_busy * demand(busiest),

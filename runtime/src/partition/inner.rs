@@ -13,6 +13,7 @@ use fairloop_partitions::PartitionStats;
 use parking_lot::Mutex;
 
 use super::route::Route;
+use super::sharded::ShardOf;
 use crate::context::on_core;
 use crate::metrics::PartitionMetrics;
 use crate::runtime::RuntimeInner;
@@ -44,6 +45,8 @@ pub(crate) struct PartitionInner {
     pub(crate) tasks: Mutex<TaskSet>,
     pub(crate) stats: Arc<PartitionStats>,
     pub(crate) runtime: Arc<RuntimeInner>,
+    /// For a shard of a sharded partition: that partition.
+    pub(crate) shard_of: Option<ShardOf>,
 }
 
 /// What a new partition is made of, after validation.
@@ -55,6 +58,7 @@ pub(crate) struct NewPartition {
     pub(crate) latency: Option<Duration>,
     pub(crate) pinned: bool,
     pub(crate) core: usize,
+    pub(crate) shard_of: Option<ShardOf>,
 }
 
 impl PartitionInner {
@@ -72,6 +76,24 @@ impl PartitionInner {
             tasks: Mutex::new(TaskSet::default()),
             stats: Arc::new(PartitionStats::new()),
             runtime,
+            shard_of: p.shard_of,
+        }
+    }
+
+    /// Sets the shares (already validated); the owning core applies them
+    /// from its next turn.
+    pub(crate) fn set_shares(self: &Arc<Self>, shares: u32) {
+        // Release: the core that reads it (applying it, or adopting the
+        // partition) sees the new value.
+        self.shares.store(shares, Ordering::Release);
+        self.runtime.apply_shares(self);
+    }
+
+    /// How error messages name it: `"name"`, or its id.
+    pub(crate) fn describe(&self) -> String {
+        match &self.name {
+            Some(n) => format!("{n:?}"),
+            None => self.id.to_string(),
         }
     }
 
@@ -147,6 +169,7 @@ impl PartitionInner {
             sched_delay_max: s.sched_delay_max,
             long_polls: s.long_polls,
             migrations: s.migrations,
+            shard_of: self.shard_of.as_ref().map(|s| s.id),
         }
     }
 }

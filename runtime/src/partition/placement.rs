@@ -5,7 +5,9 @@
 //! move it. Reserved cores (see
 //! [`Builder::reserve_core`](crate::Builder::reserve_core)) are exclusive:
 //! only `Placement::Reserved(name)` lands there — `Local` from a task on a
-//! reserved core, `RoundRobin` and `LeastLoaded` all skip them.
+//! reserved core, `RoundRobin`, `LeastLoaded` and `EveryCore` all skip
+//! them. `EveryCore` places one shard on each of the other cores (see
+//! `sharded.rs`), so it never comes to [`RuntimeInner::place`].
 
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,6 +33,16 @@ pub enum Placement {
     /// On the non-reserved core with the lowest recent load (busy time plus
     /// runnable backlog); ties go to the core with fewest partitions.
     LeastLoaded,
+    /// On every core not reserved with
+    /// [`Builder::reserve_core`](crate::Builder::reserve_core): a *sharded*
+    /// partition, one shard per such core, each a partition of its core's
+    /// scheduler with the sharded partition's name, shares and latency.
+    /// A task spawned through the sharded partition's handle goes to the
+    /// shard of the caller's core, or to the shards in turn from a core
+    /// (or thread) without one; shards never move. See
+    /// [`Partition`](crate::partition::Partition#sharded-partitions).
+    /// Pinned (`.pinned(false)` is an error).
+    EveryCore,
 }
 
 impl Config {
@@ -70,7 +82,11 @@ impl RuntimeInner {
         match placement {
             Placement::Core(i) => *i,
             Placement::Reserved(name) => self.config.reserved_core(name).expect("validated"),
-            Placement::Local => {
+            // `EveryCore` never comes here: a sharded partition places one
+            // shard on each unreserved core itself (`create_partition`),
+            // and an anonymous partition under an `EveryCore` default is
+            // created `Local`. Were it asked, `Local` is the right answer.
+            Placement::Local | Placement::EveryCore => {
                 if self.config.is_reserved(local_core) {
                     // A task on a reserved core creating a partition without
                     // saying where: keep the reservation exclusive.

@@ -87,7 +87,18 @@ impl Builder {
     }
 
     /// The default placement of new partitions (default
-    /// [`Placement::Local`]).
+    /// [`Placement::Local`]): where a partition goes when its builder
+    /// names no placement, and where `partition::spawn("name", ..)` puts a
+    /// partition it creates.
+    ///
+    /// With [`Placement::EveryCore`], those partitions are sharded: one
+    /// shard on every unreserved core (the Seastar model, where every
+    /// scheduling group exists on every shard). Anonymous partitions
+    /// (`PartitionSpec::anonymous`) are the exception: they end with their
+    /// tasks, so they are placed [`Placement::Local`], never sharded. The
+    /// root partitions are per core whatever the default. A default that
+    /// names a core that does not exist, a reserved core (`Core(i)`) or an
+    /// unknown reservation makes [`build`](Builder::build) fail.
     pub fn placement(mut self, p: Placement) -> Self {
         self.placement = p;
         self

@@ -56,7 +56,7 @@ impl Handle {
     /// The root partition of `core`, or `None` for a core that does not
     /// exist.
     pub fn root_partition(&self, core: usize) -> Option<Partition> {
-        self.inner.root(core).map(|inner| Partition { inner })
+        self.inner.root(core).map(Partition::from_inner)
     }
 
     /// The number of cores.
@@ -89,10 +89,10 @@ impl Handle {
     }
 
     /// The live partition with id `id` (O(1)); `None` once it is gone.
+    /// The id of a sharded partition gives the sharded partition; a
+    /// shard's id gives that shard (as [`Partition::shard`] would).
     pub fn partition(&self, id: u64) -> Option<Partition> {
-        self.inner
-            .partition_by_id(id)
-            .map(|inner| Partition { inner })
+        self.inner.partition_by_id(id)
     }
 }
 

@@ -14,7 +14,9 @@ use super::Config;
 use crate::context::on_core;
 use crate::error::invalid;
 use crate::metrics::{CoreMetrics, PartitionMetrics, RuntimeMetrics};
-use crate::partition::{NewPartition, PartitionBuilder, PartitionInner, Placement};
+use crate::partition::{
+    NewPartition, Partition, PartitionBuilder, PartitionInner, Placement, ShardedInner,
+};
 use crate::reactor::{Control, Remote};
 use crate::shutdown::Lifecycle;
 use crate::task::{Cancelled, JoinError, JoinHandle};
@@ -64,6 +66,7 @@ impl RuntimeInner {
                     latency: None,
                     pinned: true,
                     core: i,
+                    shard_of: None,
                 },
             ));
             reg.insert(&root);
@@ -98,15 +101,17 @@ impl RuntimeInner {
     /// Drops the registry's strong references (named partitions, roots),
     /// breaking the cycles partition -> runtime -> registry -> partition.
     pub(super) fn forget_partitions(&self) {
-        let (names, roots) = {
+        let (names, roots, sharded) = {
             let mut reg = self.registry.lock();
             (
                 std::mem::take(&mut reg.by_name),
                 std::mem::take(&mut reg.roots),
+                std::mem::take(&mut reg.sharded),
             )
         };
         drop(names);
         drop(roots);
+        drop(sharded);
     }
 
     /// Whether shutdown has begun: no task starts afterwards.
@@ -128,17 +133,18 @@ impl RuntimeInner {
         v
     }
 
-    pub(crate) fn partition_by_name(&self, name: &str) -> Option<Arc<PartitionInner>> {
+    /// The partition named `name`: plain, or sharded.
+    pub(crate) fn partition_by_name(&self, name: &str) -> Option<Partition> {
         self.registry.lock().by_name.get(name).cloned()
     }
 
-    /// The named partition, created with default settings if it does not
-    /// exist yet.
+    /// The named partition, created with default settings (so with the
+    /// runtime's default placement) if it does not exist yet.
     pub(crate) fn named_partition(
         self: &Arc<Self>,
         name: &str,
         local_core: usize,
-    ) -> io::Result<Arc<PartitionInner>> {
+    ) -> io::Result<Partition> {
         if let Some(p) = self.partition_by_name(name) {
             return Ok(p);
         }
@@ -152,13 +158,16 @@ impl RuntimeInner {
         }
     }
 
-    /// Validates `b` and registers the new partition.
+    /// Validates `b` and registers the new partition: a plain one, or,
+    /// placed `EveryCore`, a sharded one with its shards. An anonymous
+    /// partition is never sharded: under an `EveryCore` default it is
+    /// placed `Local`.
     pub(crate) fn create_partition(
         self: &Arc<Self>,
         b: PartitionBuilder,
         local_core: usize,
         anonymous: bool,
-    ) -> io::Result<Arc<PartitionInner>> {
+    ) -> io::Result<Partition> {
         let shares = match b.shares {
             Some(s) => check_shares(s).map_err(invalid)?,
             None => DEFAULT_SHARES,
@@ -168,18 +177,30 @@ impl RuntimeInner {
                 return Err(invalid("a partition name must not be empty"));
             }
         }
-        let placement = b.placement.unwrap_or_else(|| self.config.placement.clone());
+        let placement = match b.placement {
+            Some(p) => p,
+            None if anonymous && self.config.placement == Placement::EveryCore => Placement::Local,
+            None => self.config.placement.clone(),
+        };
         self.config.check_placement(&placement)?;
         let pinned = b.pinned.unwrap_or(matches!(
             placement,
-            Placement::Core(_) | Placement::Reserved(_)
+            Placement::Core(_) | Placement::Reserved(_) | Placement::EveryCore
         ));
         if matches!(placement, Placement::Reserved(_)) && !pinned {
             return Err(invalid(
                 "Placement::Reserved with pinned(false): a reserved partition cannot leave its core",
             ));
         }
-        let core = self.place(&placement, local_core);
+        let sharded = placement == Placement::EveryCore;
+        if sharded && !pinned {
+            return Err(invalid(
+                "Placement::EveryCore with pinned(false): a sharded partition has a shard on \
+                 every unreserved core already, and its shards never move",
+            ));
+        }
+        // A plain partition's core; a sharded one places its shards itself.
+        let plain_core = (!sharded).then(|| self.place(&placement, local_core));
         let mut reg = self.registry.lock();
         if let Some(name) = &b.name {
             if reg.by_name.contains_key(name) {
@@ -188,6 +209,18 @@ impl RuntimeInner {
                 )));
             }
         }
+        let Some(core) = plain_core else {
+            // One id for the whole, then one per shard, by core.
+            let shards = self.config.unreserved_cores().count() as u64;
+            let id = self.next_id.fetch_add(1 + shards, Ordering::Relaxed);
+            let s = ShardedInner::new(self, id, b.name.clone(), shares, b.latency);
+            reg.insert_sharded(&s);
+            let p = Partition::from_sharded(s);
+            if let Some(name) = b.name {
+                reg.by_name.insert(name, p.clone());
+            }
+            return Ok(p);
+        };
         let p = Arc::new(PartitionInner::new(
             self.clone(),
             NewPartition {
@@ -198,9 +231,11 @@ impl RuntimeInner {
                 latency: b.latency,
                 pinned,
                 core,
+                shard_of: None,
             },
         ));
         reg.insert(&p);
+        let p = Partition::from_inner(p);
         if let Some(name) = b.name {
             reg.by_name.insert(name, p.clone());
         }
@@ -216,6 +251,15 @@ impl RuntimeInner {
     }
 
     pub(crate) fn check_migration(&self, p: &PartitionInner, core: usize) -> io::Result<()> {
+        if p.shard_of.is_some() {
+            return Err(invalid(format!(
+                "migrate_to({core}): partition {} is the shard on core {} of a sharded partition \
+                 (Placement::EveryCore); shards never move: to run work on another core, spawn \
+                 into that core's shard (Partition::shard)",
+                p.describe(),
+                p.owner()
+            )));
+        }
         let n = self.config.cores;
         if core >= n {
             return Err(invalid(format!(
@@ -231,10 +275,7 @@ impl RuntimeInner {
             return Err(invalid(format!(
                 "migrate_to({core}): partition {} is pinned (root, Core/Reserved placement, \
                  pinned(true), or it ran spawn_local)",
-                p.name
-                    .as_deref()
-                    .map(|n| format!("{n:?}"))
-                    .unwrap_or_else(|| p.id.to_string())
+                p.describe()
             )));
         }
         Ok(())
@@ -275,9 +316,17 @@ impl RuntimeInner {
         top
     }
 
-    /// The live partition with this id.
-    pub(crate) fn partition_by_id(&self, id: u64) -> Option<Arc<PartitionInner>> {
-        self.registry.lock().all.get(&id).and_then(Weak::upgrade)
+    /// The live partition with this id: a plain partition, a shard (as a
+    /// plain handle), or a sharded partition.
+    pub(crate) fn partition_by_id(&self, id: u64) -> Option<Partition> {
+        let reg = self.registry.lock();
+        if let Some(p) = reg.all.get(&id).and_then(Weak::upgrade) {
+            return Some(Partition::from_inner(p));
+        }
+        reg.sharded
+            .get(&id)
+            .and_then(Weak::upgrade)
+            .map(Partition::from_sharded)
     }
 
     /// Starts `future` in the root partition of `core`, or refuses with a

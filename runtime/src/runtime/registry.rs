@@ -3,19 +3,24 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
-use crate::partition::PartitionInner;
+use crate::partition::{Partition, PartitionInner, ShardedInner};
 
 /// Every partition of a runtime.
 #[derive(Default)]
 pub(super) struct Registry {
-    /// Named partitions live until the runtime ends.
-    pub(super) by_name: HashMap<String, Arc<PartitionInner>>,
-    /// Every partition, for metrics and shutdown; anonymous ones drop out
-    /// when their last handle and task are gone.
+    /// Named partitions (plain or sharded) live until the runtime ends.
+    pub(super) by_name: HashMap<String, Partition>,
+    /// Every partition a core schedules (roots, plain partitions, shards),
+    /// for metrics and shutdown; anonymous ones drop out when their last
+    /// handle and task are gone.
     pub(super) all: HashMap<u64, Weak<PartitionInner>>,
+    /// Every sharded partition, by its own id (its shards are in `all`).
+    pub(super) sharded: HashMap<u64, Weak<ShardedInner>>,
     pub(super) roots: Vec<Arc<PartitionInner>>,
     /// Size at which dead entries of `all` are swept next.
     sweep_at: usize,
+    /// Size at which dead entries of `sharded` are swept next.
+    sweep_sharded_at: usize,
 }
 
 impl Registry {
@@ -27,5 +32,17 @@ impl Registry {
             self.sweep_at = (self.all.len() * 2).max(64);
         }
         self.all.insert(p.id, Arc::downgrade(p));
+    }
+
+    /// Registers a sharded partition and its shards.
+    pub(super) fn insert_sharded(&mut self, s: &Arc<ShardedInner>) {
+        if self.sharded.len() >= self.sweep_sharded_at {
+            self.sharded.retain(|_, w| w.strong_count() > 0);
+            self.sweep_sharded_at = (self.sharded.len() * 2).max(64);
+        }
+        self.sharded.insert(s.id, Arc::downgrade(s));
+        for shard in s.shards() {
+            self.insert(shard);
+        }
     }
 }
