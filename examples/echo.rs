@@ -38,7 +38,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use fairloop::net::{TcpListener, TcpStream};
-use fairloop::signal::{Signal, SignalKind};
+use fairloop::signal::StopSignals;
 use fairloop::{shutdown, time, Runtime};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 
@@ -87,10 +87,7 @@ fn main() -> io::Result<()> {
     let signals = if selftest {
         None
     } else {
-        Some((
-            Signal::new(SignalKind::Terminate)?,
-            Signal::new(SignalKind::Interrupt)?,
-        ))
+        Some(StopSignals::new()?)
     };
     println!(
         "echo: listening on {addr} with one SO_REUSEPORT listener on each of {} cores",
@@ -108,19 +105,10 @@ fn main() -> io::Result<()> {
             result
         })
     });
-    if let Some((mut term, mut int)) = signals {
+    if let Some(mut signals) = signals {
         let stop = stop.clone();
         thread::spawn(move || {
-            let why = future::block_on(future::or(
-                async {
-                    term.recv().await;
-                    "SIGTERM"
-                },
-                async {
-                    int.recv().await;
-                    "SIGINT (Ctrl-C)"
-                },
-            ));
+            let why = future::block_on(signals.recv());
             println!("echo: {why}: stopped accepting; finishing the open connections");
             stop.set();
         });

@@ -92,7 +92,7 @@ use fairloop::metrics::{CoreMetrics, PartitionMetrics, RuntimeMetrics};
 use fairloop::net::{TcpListener, TcpStream};
 use fairloop::partition::{Partition, Placement};
 use fairloop::shutdown::{self, ShutdownReport};
-use fairloop::signal::{Signal, SignalKind};
+use fairloop::signal::StopSignals;
 use fairloop::{time, Handle, Runtime};
 use futures_lite::future;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -1141,10 +1141,7 @@ pub fn run(args: Vec<String>) -> io::Result<()> {
     // Serving until told to stop: from here on SIGTERM and SIGINT are ours
     // to handle, before anyone learns the addresses.
     let mode = match selftest {
-        None => Mode::Serve {
-            term: Signal::new(SignalKind::Terminate)?,
-            int: Signal::new(SignalKind::Interrupt)?,
-        },
+        None => Mode::Serve(StopSignals::new()?),
         Some(run_for) => Mode::Selftest(run_for),
     };
     println!(
@@ -1159,8 +1156,8 @@ pub fn run(args: Vec<String>) -> io::Result<()> {
         }
     );
     match mode {
-        Mode::Serve { term, int } => {
-            serve_until_signal(svc, term, int);
+        Mode::Serve(signals) => {
+            serve_until_signal(svc, signals);
             Ok(())
         }
         Mode::Selftest(run_for) => run_selftest(svc, run_for),
@@ -1170,23 +1167,14 @@ pub fn run(args: Vec<String>) -> io::Result<()> {
 /// What the program does once the service is up.
 enum Mode {
     /// Serve until SIGTERM or SIGINT.
-    Serve { term: Signal, int: Signal },
+    Serve(StopSignals),
     /// Load the service for this long, then stop it.
     Selftest(Duration),
 }
 
 /// Waits for SIGTERM or SIGINT, then stops the service gracefully.
-fn serve_until_signal(svc: Service, mut term: Signal, mut int: Signal) {
-    let why = future::block_on(future::or(
-        async {
-            term.recv().await;
-            "SIGTERM"
-        },
-        async {
-            int.recv().await;
-            "SIGINT (Ctrl-C)"
-        },
-    ));
+fn serve_until_signal(svc: Service, mut signals: StopSignals) {
+    let why = future::block_on(signals.recv());
     println!("http_service: {why}: shutting down gracefully (deadline {SHUTDOWN_DEADLINE:?})");
     let report = svc.shutdown(SHUTDOWN_DEADLINE);
     println!(

@@ -61,7 +61,7 @@ pub mod http_client;
 use fairloop::net::hyper::FairloopTimer;
 use fairloop::net::TcpListener;
 use fairloop::partition::{Partition, Placement};
-use fairloop::signal::{Signal, SignalKind};
+use fairloop::signal::StopSignals;
 use fairloop::{shutdown, time, Runtime};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
@@ -141,8 +141,7 @@ pub fn run(args: Vec<String>) -> io::Result<()> {
     })?;
     // From here on SIGTERM and SIGINT no longer kill the process: they are
     // ours to handle, before anyone learns the address.
-    let mut term = Signal::new(SignalKind::Terminate)?;
-    let mut int = Signal::new(SignalKind::Interrupt)?;
+    let mut signals = StopSignals::new()?;
     println!(
         "hyper_server: listening on http://{addr}/ with a listener in each of {cores} partitions \
          (one per core){}",
@@ -156,19 +155,7 @@ pub fn run(args: Vec<String>) -> io::Result<()> {
     let selftest_result = if selftest {
         run_selftest(addr)
     } else {
-        let why = rt.block_on(async move {
-            futures_lite::future::or(
-                async {
-                    term.recv().await;
-                    "SIGTERM"
-                },
-                async {
-                    int.recv().await;
-                    "SIGINT (Ctrl-C)"
-                },
-            )
-            .await
-        });
+        let why = rt.block_on(async move { signals.recv().await });
         println!("hyper_server: {why}: shutting down gracefully (deadline {SHUTDOWN_DEADLINE:?})");
         Ok(())
     };

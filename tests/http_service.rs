@@ -9,19 +9,22 @@
 //! latencies are printed, not asserted), and each test is bounded by
 //! `with_timeout`.
 
+#[path = "support/child.rs"]
+mod child;
 mod common;
 
 #[path = "../examples/http_service.rs"]
 #[allow(dead_code)]
 mod http_service;
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc::Receiver;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use child::{read_lines, wait_for};
 use common::with_timeout;
 use http_service::{
     connect, get, http_client, load, quantile, start, Config, HealthCore, Ports, SHUTDOWN_DEADLINE,
@@ -345,33 +348,4 @@ fn drive(child: &mut Child, lines: &Receiver<String>) {
     assert!(status.success(), "the child exited with {status:?}");
     let stopped = wait_for(lines, "stopped: ");
     assert!(stopped.contains(" 0 cancelled"), "{stopped}");
-}
-
-/// The child's stdout, line by line, echoed to ours.
-fn read_lines(child: &mut Child) -> Receiver<String> {
-    let stdout = child.stdout.take().expect("piped");
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            println!("child: {line}");
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// The child's next line containing `what`, waiting at most 20 s.
-fn wait_for(lines: &Receiver<String>, what: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match lines.recv_timeout(left) {
-            Ok(line) if line.contains(what) => return line,
-            Ok(_) => continue,
-            Err(e) => panic!("waiting for the child to say {what:?}: {e}"),
-        }
-    }
 }

@@ -10,17 +10,20 @@
 //! test, loudly, after 60 s. `harness = false`: the binary's `main` is
 //! below, not libtest's.
 
+#[path = "support/child.rs"]
+mod child;
 #[path = "../examples/hyper_server.rs"]
 #[allow(dead_code)]
 mod hyper_server;
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc::Receiver;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use child::{read_lines, wait_for};
 use hyper_server::http_client;
 use rustix::process::{kill_process, Pid, Signal};
 
@@ -128,33 +131,4 @@ fn drive(child: &mut Child, lines: &Receiver<String>) {
     };
     assert!(status.success(), "the child exited with {status:?}");
     wait_for(lines, "stopped: ");
-}
-
-/// The child's stdout, line by line, echoed to ours.
-fn read_lines(child: &mut Child) -> Receiver<String> {
-    let stdout = child.stdout.take().expect("piped");
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            println!("child: {line}");
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// The child's next line containing `what`, waiting at most 20 s.
-fn wait_for(lines: &Receiver<String>, what: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match lines.recv_timeout(left) {
-            Ok(line) if line.contains(what) => return line,
-            Ok(_) => continue,
-            Err(e) => panic!("waiting for the child to say {what:?}: {e}"),
-        }
-    }
 }

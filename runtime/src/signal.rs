@@ -76,6 +76,16 @@ pub enum SignalKind {
     Terminate,
 }
 
+impl fmt::Display for SignalKind {
+    /// `SIGINT` or `SIGTERM`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SignalKind::Interrupt => "SIGINT",
+            SignalKind::Terminate => "SIGTERM",
+        })
+    }
+}
+
 impl SignalKind {
     /// The signal's number (`libc::SIGINT`, `libc::SIGTERM`).
     pub fn number(self) -> i32 {
@@ -213,6 +223,63 @@ impl Future for Recv<'_> {
 impl Drop for Recv<'_> {
     fn drop(&mut self) {
         dispatch::waiters(self.signal.kind).remove(&mut self.key);
+    }
+}
+
+/// Listeners for the two signals that ask a service to stop, SIGTERM (an
+/// orchestrator's rolling update) and SIGINT (Ctrl-C), as one: what a
+/// service's `main` waits on before [`Runtime::shutdown_graceful`].
+///
+/// Made early (before the service says it is ready), so that from then on
+/// neither signal ends the process; [`recv`](StopSignals::recv) then
+/// resolves on the next delivery of either and says which.
+///
+/// [`Runtime::shutdown_graceful`]: crate::Runtime::shutdown_graceful
+///
+/// ```no_run
+/// # fn main() -> std::io::Result<()> {
+/// use fairloop_runtime::signal::StopSignals;
+///
+/// let mut stop = StopSignals::new()?;
+/// // ... start serving ...
+/// let which = futures_lite::future::block_on(stop.recv());
+/// println!("{which:?}: draining");
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct StopSignals {
+    term: Signal,
+    int: Signal,
+}
+
+impl StopSignals {
+    /// Starts listening for SIGTERM and SIGINT (see [`Signal::new`]).
+    ///
+    /// # Errors
+    /// As [`Signal::new`].
+    pub fn new() -> io::Result<StopSignals> {
+        Ok(StopSignals {
+            term: Signal::new(SignalKind::Terminate)?,
+            int: Signal::new(SignalKind::Interrupt)?,
+        })
+    }
+
+    /// Resolves on the next delivery of SIGTERM or SIGINT and says which
+    /// (SIGTERM when both came).
+    pub async fn recv(&mut self) -> SignalKind {
+        let StopSignals { term, int } = self;
+        futures_lite::future::or(
+            async {
+                term.recv().await;
+                SignalKind::Terminate
+            },
+            async {
+                int.recv().await;
+                SignalKind::Interrupt
+            },
+        )
+        .await
     }
 }
 

@@ -1,0 +1,37 @@
+//! Watching a child process's output, for the tests that run an example
+//! as a child (`tests/http_service.rs`, `tests/hyper_graceful.rs`).
+
+use std::io::{BufRead, BufReader};
+use std::process::Child;
+use std::sync::mpsc::{self, Receiver};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The child's stdout, line by line, echoed to ours.
+pub fn read_lines(child: &mut Child) -> Receiver<String> {
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            println!("child: {line}");
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The child's next line containing `what`, waiting at most 20 s.
+pub fn wait_for(lines: &Receiver<String>, what: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(what) => return line,
+            Ok(_) => continue,
+            Err(e) => panic!("waiting for the child to say {what:?}: {e}"),
+        }
+    }
+}
