@@ -18,7 +18,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::{rt, wait_until, with_timeout};
-use fairloop::signal::{self, Signal, SignalKind};
+use fairloop::signal::{self, Signal, SignalKind, StopSignals};
 use futures_lite::future::{block_on, poll_once};
 use rustix::process::{getpid, kill_process, Pid, Signal as Sig};
 
@@ -147,6 +147,29 @@ fn a_waiter_sees_the_deliveries_after_its_first_poll_and_only_those() {
         block_on(late).expect("the next delivery");
         block_on(listener.recv());
     })
+}
+
+#[test]
+fn stop_signals_say_which_of_sigterm_and_sigint_came() {
+    with_timeout(T, || {
+        let _one = exclusive();
+        let mut stop = StopSignals::new().expect("StopSignals::new");
+        for (sig, kind) in [
+            (Sig::INT, SignalKind::Interrupt),
+            (Sig::TERM, SignalKind::Terminate),
+            (Sig::INT, SignalKind::Interrupt),
+        ] {
+            let mut recv = pin!(stop.recv());
+            assert!(
+                block_on(poll_once(&mut recv)).is_none(),
+                "nothing delivered yet"
+            );
+            raise(sig);
+            assert_eq!(block_on(recv), kind);
+        }
+        assert_eq!(SignalKind::Terminate.to_string(), "SIGTERM");
+        assert_eq!(SignalKind::Interrupt.to_string(), "SIGINT");
+    });
 }
 
 /// A thread whose `terminate()` has been polled once (the handler is
