@@ -35,8 +35,16 @@ const NANOS_PER_SECOND: Nanos = 1_000_000_000;
 /// [`SchedulerConfig::sleep_credit`]).
 #[inline]
 fn sleep_credit(slept: Nanos, per_second: Nanos, shares: u32) -> u128 {
-    let ns = u128::from(slept) * u128::from(per_second) / u128::from(NANOS_PER_SECOND);
-    charge(u64::try_from(ns).unwrap_or(u64::MAX), shares)
+    // 64-bit for any sleep under about 18 s at the default credit: this
+    // runs on every wake from idle, and a 128-bit division costs more.
+    let ns = match slept.checked_mul(per_second) {
+        Some(x) => x / NANOS_PER_SECOND,
+        None => {
+            let ns = u128::from(slept) * u128::from(per_second) / u128::from(NANOS_PER_SECOND);
+            u64::try_from(ns).unwrap_or(u64::MAX)
+        }
+    };
+    charge(ns, shares)
 }
 
 /// Units per nanosecond of CPU time at [`DEFAULT_SHARES`].
@@ -898,5 +906,44 @@ impl<T> fmt::Debug for Scheduler<T> {
             .field("preempt", &self.preempt)
             .field("min_vruntime", &self.min_vruntime())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The 64-bit path and the 128-bit one give the same credit on both
+    /// sides of where the first overflows (about 18 s of sleep at 1/64).
+    #[test]
+    fn sleep_credit_is_exact_for_short_and_long_sleeps() {
+        let per_second = NANOS_PER_SECOND / 64;
+        let exact = |slept: Nanos, shares: u32| {
+            let ns = u128::from(slept) * u128::from(per_second) / u128::from(NANOS_PER_SECOND);
+            u128::from(u64::try_from(ns).unwrap()) * VR_ONE / u128::from(shares)
+        };
+        let edge = u64::MAX / per_second;
+        for slept in [
+            0,
+            1,
+            999,
+            NANOS_PER_SECOND,
+            edge - 1,
+            edge,
+            edge + 1,
+            u64::MAX / 2,
+        ] {
+            for shares in [1, 100, 10_000] {
+                assert_eq!(
+                    sleep_credit(slept, per_second, shares),
+                    exact(slept, shares),
+                    "slept {slept} ns at {shares} shares"
+                );
+            }
+        }
+        assert_eq!(
+            sleep_credit(u64::MAX, NANOS_PER_SECOND, 100),
+            charge(u64::MAX, 100)
+        );
     }
 }
