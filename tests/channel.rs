@@ -382,6 +382,76 @@ fn parked_receivers_are_woken_across_cores() {
     });
 }
 
+/// A burst of sends in one poll reaches a receiver parked on another core
+/// as one wake, and the receiver finds the whole burst.
+#[test]
+fn a_burst_in_one_poll_is_one_wake_and_one_batch() {
+    const BURST: usize = 100;
+    with_timeout(T, || {
+        let rt = rt(2);
+        let (tx, rx) = rt.block_on(async { channel::unbounded::<usize>() });
+        let receiver = rt.spawn_on(1, async move {
+            let first = rx.recv().await.unwrap();
+            // Everything else of the burst is there already.
+            let rest = rx.len();
+            for _ in 0..rest {
+                rx.recv().await.unwrap();
+            }
+            (first, rest)
+        });
+        thread::sleep(Duration::from_millis(20));
+        assert!(!receiver.is_finished(), "nothing was sent yet");
+        let wakes = |rt: &fairloop::Runtime| rt.handle().core_metrics()[1].remote_wakes;
+        let before = wakes(&rt);
+        rt.spawn_on(0, async move {
+            for v in 0..BURST {
+                tx.send(v).await.unwrap();
+            }
+        })
+        .detach();
+        assert_eq!(rt.block_on(receiver).unwrap(), (0, BURST - 1));
+        assert_eq!(wakes(&rt) - before, 1, "one wake for the burst");
+    });
+}
+
+/// Inside a task, a channel's wake goes out when the poll returns, or
+/// when the task calls `flush_wakes` (before blocking its thread on the
+/// woken side, say).
+#[test]
+fn flush_wakes_delivers_a_wake_before_the_poll_ends() {
+    with_timeout(T, || {
+        let rt = rt(2);
+        let (tx, rx) = channel::unbounded::<u32>();
+        let got = Arc::new(AtomicBool::new(false));
+        let g = got.clone();
+        let outside = thread::spawn(move || {
+            let v = block_on(rx.recv());
+            g.store(true, Ordering::SeqCst);
+            v
+        });
+        thread::sleep(Duration::from_millis(50)); // let it park
+        let delivered_late = rt.block_on(async move {
+            tx.try_send(7).unwrap();
+            // Still in the poll that sent: the wake waits.
+            let deadline = Instant::now() + Duration::from_millis(50);
+            while Instant::now() < deadline {
+                std::hint::spin_loop();
+            }
+            let before_flush = got.load(Ordering::SeqCst);
+            channel::flush_wakes();
+            // A synchronous wait inside the poll now ends.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !got.load(Ordering::SeqCst) {
+                assert!(Instant::now() < deadline, "the flushed wake never arrived");
+                thread::sleep(Duration::from_millis(1));
+            }
+            !before_flush
+        });
+        assert!(delivered_late, "the wake went out before the poll ended");
+        assert_eq!(outside.join().unwrap(), Ok(7));
+    });
+}
+
 /// A sender parked on a full channel on one core is woken by a receive on
 /// another core; a close from a third core wakes a parked receiver and a
 /// parked sender.

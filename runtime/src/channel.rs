@@ -63,14 +63,29 @@
 //! that sees the receiver flag takes the oldest parked receiver off the
 //! list and wakes it; the flag is cleared with the list's last waiter, so
 //! the rest of a burst of messages to one parked receiver costs no wake at
-//! all, and the woken receiver takes the burst in its next poll. A wake
-//! from another core goes into the receiver's partition's injection queue,
-//! which announces the partition to its core once per batch; a wake on the
-//! receiver's own core is a local queue push. Symmetrically, a receive
-//! that frees room in a full bounded channel wakes the oldest parked
-//! sender. `send().await` and `recv().await` spend the running task's
-//! cooperative budget (the IO budget, [`crate::io::BUDGET`] per poll), so
-//! a task that always finds messages still gives its partition's turn up.
+//! all. Symmetrically, a receive that frees room in a full bounded channel
+//! wakes the oldest parked sender.
+//!
+//! **Wakes wait for the end of the poll.** A wake made by a task (a send,
+//! a receive, a close, a dropped future passing a wake on) is delivered
+//! when that task's poll returns, together with the poll's other wakes:
+//! the woken receiver then finds the whole burst, instead of waking for
+//! the first message while the rest are still being sent (a cross-core
+//! wake of a parked core is a syscall, slower than the sends it would
+//! interrupt). This is what thread-per-core runtimes do with their
+//! cross-core queues (Seastar flushes them once per loop iteration). A
+//! wake from another core goes into the receiver's partition's injection
+//! queue, which announces the partition to its core once per batch; one
+//! on the receiver's own core is a local queue push. Wakes made outside a
+//! task poll (a plain thread, a `spawn_blocking` closure) go out at once.
+//! The cost: the woken side waits for the rest of the poll, which is
+//! short unless the task blocks its thread; a task that must block after
+//! a channel operation, on something that operation's wake should make
+//! happen (a synchronous wait for the receiver's answer), calls
+//! [`flush_wakes`] first. `send().await` and `recv().await` spend the
+//! running task's cooperative budget (the IO budget,
+//! [`crate::io::BUDGET`] per poll), so a task that always finds messages
+//! (or room) still gives its partition's turn up, and its wakes go out.
 //!
 //! **Close.** [`Sender::close`] or [`Receiver::close`] closes the channel,
 //! as does dropping the last sender or the last receiver. After a close,
@@ -148,6 +163,20 @@ fn pair<T>(chan: Chan<T>) -> (Sender<T>, Receiver<T>) {
             cursor: AtomicUsize::new(0),
         },
     )
+}
+
+/// Delivers now the wakes that channel operations of the running task's
+/// poll have put off until the poll returns (see the module docs), so
+/// that their parked receivers or senders can go on while this poll
+/// continues.
+///
+/// Only needed before blocking the thread inside a task on something those
+/// wakes make happen, such as a synchronous wait for an answer from a
+/// thread that receives with `block_on` (blocking a core thread stalls
+/// every partition of the core in any case). Outside a task poll, wakes
+/// are never put off, and this does nothing.
+pub fn flush_wakes() {
+    crate::context::wake_deferred();
 }
 
 /// A channel with lanes for `core_lanes` cores (the models and unit

@@ -9,10 +9,17 @@
 //! * [`BLOCKING`] is set on a `spawn_blocking` thread while it runs the
 //!   closure, so that work spawned from blocking code lands in the partition
 //!   that asked for it.
+//!
+//! A third, `DEFERRED`, holds the wakes a running task poll has put off
+//! until it returns ([`task_poll`], [`defer_wake`]): a channel's wakes, so
+//! that a burst of sends in one poll reaches a parked receiver as one wake
+//! and one batch.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::Waker;
 
 use crate::partition::PartitionInner;
 use crate::reactor::Reactor;
@@ -21,6 +28,118 @@ use crate::runtime::RuntimeInner;
 thread_local! {
     pub(crate) static CORE: RefCell<Option<Rc<Reactor>>> = const { RefCell::new(None) };
     pub(crate) static BLOCKING: RefCell<Option<Arc<PartitionInner>>> = const { RefCell::new(None) };
+}
+
+/// The wakes put off until the end of the task poll running on this
+/// thread.
+struct Deferred {
+    /// Set while a task poll runs on this thread.
+    polling: Cell<bool>,
+    wakers: RefCell<Vec<Waker>>,
+}
+
+thread_local! {
+    static DEFERRED: Deferred = const {
+        Deferred {
+            polling: Cell::new(false),
+            wakers: RefCell::new(Vec::new()),
+        }
+    };
+}
+
+/// Runs `poll`, one poll of a task's future: the wakes deferred during it
+/// ([`defer_wake`]) go out when it returns, or unwinds. One thread-local
+/// access per poll.
+#[inline]
+pub(crate) fn task_poll<R>(poll: impl FnOnce() -> R) -> R {
+    let mut poll = Some(poll);
+    let r = DEFERRED.try_with(|d| {
+        // A poll inside a poll (none is expected) leaves the flush to the
+        // outer one.
+        let _end = EndOfPoll {
+            deferred: d,
+            outer: !d.polling.replace(true),
+        };
+        (poll.take().expect("called once"))()
+    });
+    match r {
+        Ok(r) => r,
+        // The thread's locals are being torn down: nothing is deferred.
+        Err(_) => (poll.take().expect("called once"))(),
+    }
+}
+
+/// Ends a task poll: no more deferring, and the deferred wakes go out.
+struct EndOfPoll<'a> {
+    deferred: &'a Deferred,
+    outer: bool,
+}
+
+impl Drop for EndOfPoll<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        if !self.outer {
+            return;
+        }
+        self.deferred.polling.set(false);
+        if !self.deferred.wakers.borrow().is_empty() {
+            wake_deferred();
+        }
+    }
+}
+
+/// Inside a task poll, keeps `waker` to be woken when the poll returns;
+/// anywhere else (another thread, a core between polls), gives it back to
+/// be woken now.
+pub(crate) fn defer_wake(waker: Waker) -> Result<(), Waker> {
+    let mut waker = Some(waker);
+    let kept = DEFERRED
+        .try_with(|d| {
+            if d.polling.get() {
+                d.wakers.borrow_mut().extend(waker.take());
+                true
+            } else {
+                false
+            }
+        })
+        .unwrap_or(false);
+    match waker {
+        Some(w) if !kept => Err(w),
+        _ => Ok(()),
+    }
+}
+
+/// Wakes every deferred waker now (in the order deferred). A waker is user
+/// code: one that panics is contained, as the driver's `wake_all` does.
+pub(crate) fn wake_deferred() {
+    loop {
+        let Ok(mut batch) = DEFERRED.try_with(|d| std::mem::take(&mut *d.wakers.borrow_mut()))
+        else {
+            return;
+        };
+        if batch.is_empty() {
+            return;
+        }
+        for w in batch.drain(..) {
+            let _ = catch_unwind(AssertUnwindSafe(|| w.wake()));
+        }
+        // Keep the allocation for the next poll, unless a waker deferred
+        // more meanwhile (then go round again).
+        let done = DEFERRED
+            .try_with(|d| {
+                let mut slot = d.wakers.borrow_mut();
+                if slot.is_empty() {
+                    *slot = batch;
+                    true
+                } else {
+                    false
+                }
+            })
+            .unwrap_or(true);
+        if done {
+            return;
+        }
+    }
 }
 
 /// Runs `f` with this thread's core, if it is a fairloop core thread.

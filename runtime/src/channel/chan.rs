@@ -36,6 +36,7 @@ use std::task::{Context, Poll, Waker};
 
 use super::lanes::Lanes;
 use super::waiters::{Wait, WaitList};
+use crate::context::defer_wake;
 use crate::loom::{AtomicUsize, Ordering};
 
 /// The channel is closed: no reservation succeeds any more.
@@ -342,11 +343,16 @@ impl<T> Chan<T> {
     }
 }
 
-/// Wakes `waker` if there is one.
+/// Wakes `waker` if there is one: when the running task poll returns if
+/// this is a core thread inside one (so that a burst of operations in one
+/// poll costs one wake and the woken side finds the whole burst), at once
+/// anywhere else.
 #[inline]
 fn wake(waker: Option<Waker>) {
     if let Some(w) = waker {
-        wake_one(w);
+        if let Err(w) = defer_wake(w) {
+            wake_one(w);
+        }
     }
 }
 
