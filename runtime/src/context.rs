@@ -10,10 +10,10 @@
 //!   closure, so that work spawned from blocking code lands in the partition
 //!   that asked for it.
 //!
-//! A third, `DEFERRED`, holds the wakes a running task poll has put off
-//! until it returns ([`task_poll`], [`defer_wake`]): a channel's wakes, so
-//! that a burst of sends in one poll reaches a parked receiver as one wake
-//! and one batch.
+//! Two more, `POLL` and `DEFERRED`, hold the wakes a running task poll
+//! has put off until it returns ([`task_poll`], [`defer_wake`]): a
+//! channel's wakes, so that a burst of sends in one poll reaches a parked
+//! receiver as one wake and one batch.
 
 use std::cell::{Cell, RefCell};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -30,60 +30,54 @@ thread_local! {
     pub(crate) static BLOCKING: RefCell<Option<Arc<PartitionInner>>> = const { RefCell::new(None) };
 }
 
-/// The wakes put off until the end of the task poll running on this
-/// thread.
-struct Deferred {
-    /// Set while a task poll runs on this thread.
+/// Whether a task poll runs on this thread, and whether it has deferred
+/// wakes. No destructor: every poll reads it, and a thread-local without
+/// one is a plain load at a fixed offset.
+struct PollState {
     polling: Cell<bool>,
-    wakers: RefCell<Vec<Waker>>,
+    deferred: Cell<bool>,
 }
 
 thread_local! {
-    static DEFERRED: Deferred = const {
-        Deferred {
+    static POLL: PollState = const {
+        PollState {
             polling: Cell::new(false),
-            wakers: RefCell::new(Vec::new()),
+            deferred: Cell::new(false),
         }
     };
+    /// The wakes put off until the running task poll returns.
+    static DEFERRED: RefCell<Vec<Waker>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Runs `poll`, one poll of a task's future: the wakes deferred during it
-/// ([`defer_wake`]) go out when it returns, or unwinds. One thread-local
-/// access per poll.
+/// ([`defer_wake`]) go out when it returns, or unwinds.
 #[inline]
 pub(crate) fn task_poll<R>(poll: impl FnOnce() -> R) -> R {
-    let mut poll = Some(poll);
-    let r = DEFERRED.try_with(|d| {
+    POLL.with(|p| {
         // A poll inside a poll (none is expected) leaves the flush to the
         // outer one.
         let _end = EndOfPoll {
-            deferred: d,
-            outer: !d.polling.replace(true),
+            state: p,
+            outer: !p.polling.replace(true),
         };
-        (poll.take().expect("called once"))()
-    });
-    match r {
-        Ok(r) => r,
-        // The thread's locals are being torn down: nothing is deferred.
-        Err(_) => (poll.take().expect("called once"))(),
-    }
+        poll()
+    })
 }
 
 /// Ends a task poll: no more deferring, and the deferred wakes go out.
 struct EndOfPoll<'a> {
-    deferred: &'a Deferred,
+    state: &'a PollState,
     outer: bool,
 }
 
 impl Drop for EndOfPoll<'_> {
     #[inline]
     fn drop(&mut self) {
-        if !self.outer {
-            return;
-        }
-        self.deferred.polling.set(false);
-        if !self.deferred.wakers.borrow().is_empty() {
-            wake_deferred();
+        if self.outer {
+            self.state.polling.set(false);
+            if self.state.deferred.get() {
+                wake_deferred();
+            }
         }
     }
 }
@@ -92,20 +86,18 @@ impl Drop for EndOfPoll<'_> {
 /// anywhere else (another thread, a core between polls), gives it back to
 /// be woken now.
 pub(crate) fn defer_wake(waker: Waker) -> Result<(), Waker> {
+    if !POLL.with(|p| p.polling.get()) {
+        return Err(waker);
+    }
     let mut waker = Some(waker);
-    let kept = DEFERRED
-        .try_with(|d| {
-            if d.polling.get() {
-                d.wakers.borrow_mut().extend(waker.take());
-                true
-            } else {
-                false
-            }
-        })
-        .unwrap_or(false);
+    let _ = DEFERRED.try_with(|d| d.borrow_mut().extend(waker.take()));
     match waker {
-        Some(w) if !kept => Err(w),
-        _ => Ok(()),
+        // The thread's locals are being torn down: wake now.
+        Some(w) => Err(w),
+        None => {
+            POLL.with(|p| p.deferred.set(true));
+            Ok(())
+        }
     }
 }
 
@@ -113,8 +105,8 @@ pub(crate) fn defer_wake(waker: Waker) -> Result<(), Waker> {
 /// code: one that panics is contained, as the driver's `wake_all` does.
 pub(crate) fn wake_deferred() {
     loop {
-        let Ok(mut batch) = DEFERRED.try_with(|d| std::mem::take(&mut *d.wakers.borrow_mut()))
-        else {
+        POLL.with(|p| p.deferred.set(false));
+        let Ok(mut batch) = DEFERRED.try_with(|d| std::mem::take(&mut *d.borrow_mut())) else {
             return;
         };
         if batch.is_empty() {
@@ -125,18 +117,18 @@ pub(crate) fn wake_deferred() {
         }
         // Keep the allocation for the next poll, unless a waker deferred
         // more meanwhile (then go round again).
-        let done = DEFERRED
+        let again = DEFERRED
             .try_with(|d| {
-                let mut slot = d.wakers.borrow_mut();
+                let mut slot = d.borrow_mut();
                 if slot.is_empty() {
                     *slot = batch;
-                    true
-                } else {
                     false
+                } else {
+                    true
                 }
             })
-            .unwrap_or(true);
-        if done {
+            .unwrap_or(false);
+        if !again {
             return;
         }
     }
