@@ -103,6 +103,10 @@
 //! * **Tasks**: [`spawn`], [`spawn_local`], [`task::spawn_blocking`];
 //!   [`JoinHandle`] is a future of `Result<T, JoinError>`; dropping it
 //!   detaches, `abort()` cancels; a panic never takes a core down.
+//! * **Channels**: [`channel::bounded`] and [`channel::unbounded`] connect
+//!   tasks on any cores (and plain threads): a lane per producing core, one
+//!   wake per burst to a parked receiver, no lock while nobody waits, each
+//!   sender's order kept across migrations.
 //! * **Shutdown**: dropping the [`Runtime`] drops every pending task's
 //!   future before `drop` returns; [`Runtime::shutdown_graceful`] first
 //!   wakes every task waiting in [`shutdown::requested`] and gives them
@@ -154,6 +158,7 @@ pub mod net {
 
 // Re-exported whole, so that their docs, which explain the model, show
 // here too.
+pub use fairloop_runtime::channel;
 pub use fairloop_runtime::shutdown;
 pub use fairloop_runtime::signal;
 

@@ -203,3 +203,24 @@ async fn net_signatures() -> io::Result<()> {
     let _: Option<UnixStream> = None;
     Ok(())
 }
+
+/// The channel names of the contract.
+#[allow(dead_code)]
+async fn channel_signatures() {
+    use fairloop::channel::{
+        self, Receiver, RecvError, SendError, Sender, TryRecvError, TrySendError,
+    };
+    let (tx, rx): (Sender<u32>, Receiver<u32>) = channel::bounded(4);
+    let (_tx2, _rx2): (Sender<u32>, Receiver<u32>) = channel::unbounded();
+    let _: Result<(), SendError<u32>> = tx.send(1).await;
+    let _: Result<(), TrySendError<u32>> = tx.try_send(2);
+    let _: Result<u32, RecvError> = rx.recv().await;
+    let _: Result<u32, TryRecvError> = rx.try_recv();
+    let _: (bool, bool) = (tx.close(), rx.close());
+    let _: (usize, usize) = (tx.len(), rx.len());
+    let _: (bool, bool) = (tx.is_closed(), rx.is_closed());
+    assert_send_sync::<Sender<u32>>();
+    assert_send_sync::<Receiver<u32>>();
+    assert_clone::<Sender<u32>>();
+    assert_clone::<Receiver<u32>>();
+}

@@ -9,10 +9,17 @@
 //! * [`BLOCKING`] is set on a `spawn_blocking` thread while it runs the
 //!   closure, so that work spawned from blocking code lands in the partition
 //!   that asked for it.
+//!
+//! Two more, `POLL` and `DEFERRED`, hold the wakes a running task poll
+//! has put off until it returns ([`task_poll`], [`defer_wake`]): a
+//! channel's wakes, so that a burst of sends in one poll reaches a parked
+//! receiver as one wake and one batch.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::Waker;
 
 use crate::partition::PartitionInner;
 use crate::reactor::Reactor;
@@ -21,6 +28,110 @@ use crate::runtime::RuntimeInner;
 thread_local! {
     pub(crate) static CORE: RefCell<Option<Rc<Reactor>>> = const { RefCell::new(None) };
     pub(crate) static BLOCKING: RefCell<Option<Arc<PartitionInner>>> = const { RefCell::new(None) };
+}
+
+/// Whether a task poll runs on this thread, and whether it has deferred
+/// wakes. No destructor: every poll reads it, and a thread-local without
+/// one is a plain load at a fixed offset.
+struct PollState {
+    polling: Cell<bool>,
+    deferred: Cell<bool>,
+}
+
+thread_local! {
+    static POLL: PollState = const {
+        PollState {
+            polling: Cell::new(false),
+            deferred: Cell::new(false),
+        }
+    };
+    /// The wakes put off until the running task poll returns.
+    static DEFERRED: RefCell<Vec<Waker>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `poll`, one poll of a task's future: the wakes deferred during it
+/// ([`defer_wake`]) go out when it returns, or unwinds.
+#[inline]
+pub(crate) fn task_poll<R>(poll: impl FnOnce() -> R) -> R {
+    POLL.with(|p| {
+        // A poll inside a poll (none is expected) leaves the flush to the
+        // outer one.
+        let _end = EndOfPoll {
+            state: p,
+            outer: !p.polling.replace(true),
+        };
+        poll()
+    })
+}
+
+/// Ends a task poll: no more deferring, and the deferred wakes go out.
+struct EndOfPoll<'a> {
+    state: &'a PollState,
+    outer: bool,
+}
+
+impl Drop for EndOfPoll<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        if self.outer {
+            self.state.polling.set(false);
+            if self.state.deferred.get() {
+                wake_deferred();
+            }
+        }
+    }
+}
+
+/// Inside a task poll, keeps `waker` to be woken when the poll returns;
+/// anywhere else (another thread, a core between polls), gives it back to
+/// be woken now.
+pub(crate) fn defer_wake(waker: Waker) -> Result<(), Waker> {
+    if !POLL.with(|p| p.polling.get()) {
+        return Err(waker);
+    }
+    let mut waker = Some(waker);
+    let _ = DEFERRED.try_with(|d| d.borrow_mut().extend(waker.take()));
+    match waker {
+        // The thread's locals are being torn down: wake now.
+        Some(w) => Err(w),
+        None => {
+            POLL.with(|p| p.deferred.set(true));
+            Ok(())
+        }
+    }
+}
+
+/// Wakes every deferred waker now (in the order deferred). A waker is user
+/// code: one that panics is contained, as the driver's `wake_all` does.
+pub(crate) fn wake_deferred() {
+    loop {
+        POLL.with(|p| p.deferred.set(false));
+        let Ok(mut batch) = DEFERRED.try_with(|d| std::mem::take(&mut *d.borrow_mut())) else {
+            return;
+        };
+        if batch.is_empty() {
+            return;
+        }
+        for w in batch.drain(..) {
+            let _ = catch_unwind(AssertUnwindSafe(|| w.wake()));
+        }
+        // Keep the allocation for the next poll, unless a waker deferred
+        // more meanwhile (then go round again).
+        let again = DEFERRED
+            .try_with(|d| {
+                let mut slot = d.borrow_mut();
+                if slot.is_empty() {
+                    *slot = batch;
+                    false
+                } else {
+                    true
+                }
+            })
+            .unwrap_or(false);
+        if !again {
+            return;
+        }
+    }
 }
 
 /// Runs `f` with this thread's core, if it is a fairloop core thread.

@@ -27,10 +27,12 @@
 //! | [`io`] | sockets on the drivers: readiness (`IoSource`) and streams on the ring (`StreamSource`) |
 //! | `runtime` | `Builder`, `Runtime`, `Handle`, and what they share |
 //! | [`shutdown`] | graceful shutdown: the request tasks wait for, the drain, the report |
+//! | [`channel`] | channels between tasks on any cores: a lane per producing core, wakes batched |
 //! | `context` | the thread-locals that say which core and partition the caller is in |
 
 #![warn(missing_docs)]
 
+pub mod channel;
 mod context;
 mod driver;
 mod error;

@@ -25,6 +25,7 @@ use std::task::{Context, Poll, Waker};
 use async_task::Runnable;
 use slab::Slab;
 
+use crate::context::task_poll;
 use crate::partition::PartitionInner;
 use crate::reactor::schedule;
 
@@ -137,7 +138,9 @@ impl<F: Future> Future for TaskFuture<'_, F> {
             // `async-task` never polls a task again after it completed.
             return Poll::Pending;
         };
-        let result = match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+        // Wakes the poll defers (a channel's) go out when it returns.
+        let polled = task_poll(|| catch_unwind(AssertUnwindSafe(|| future.poll(cx))));
+        let result = match polled {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(v)) => Ok(v),
             Err(payload) => Err(JoinError::panic(payload)),
