@@ -79,15 +79,13 @@ const PENDING: usize = 16;
 /// and never use read-modify-write instructions.
 ///
 /// Delays are kept as their bucket indices inline, 16 at a time, and
-/// counted in batches: first in 16 packed (bucket, count) entries (128
-/// bytes, allocated by the first batch), and only once they have fallen
-/// into more than 16 buckets in the full 2.4 KiB histogram. A service with
-/// 100,000 tenant partitions, most of them idle, pays for counts only where
-/// there is something to measure, and one with 10,000 busy tenants on a
-/// core touches their counts (a cache and TLB miss, each turn a different
-/// partition's) once per 16 turns of a partition instead of on every turn,
-/// where it cost about 7 % of the core. Percentiles read the same either
-/// way.
+/// added to the 2.4 KiB histogram in batches; the histogram is allocated by
+/// the first batch. A service with 100,000 tenant partitions, most of them
+/// idle, pays for histograms only where there is something to measure, and
+/// one with 10,000 busy tenants on a core touches a histogram (a cache and
+/// TLB miss, each turn a different partition's) once per 16 turns of a
+/// partition instead of on every turn, where it cost about 7 % of the
+/// core. Percentiles read the same either way.
 pub struct PartitionStats {
     polls: AtomicU64,
     busy_ns: AtomicU64,
@@ -99,30 +97,9 @@ pub struct PartitionStats {
     /// histogram.
     pending: [AtomicU16; PENDING],
     pending_len: AtomicU8,
-    /// The delays' bucket counts while they fall into at most [`FEW`]
-    /// buckets: `(bucket + 1) << FEW_SHIFT | count` per entry, filled in
-    /// order, 0 when unused. 128 bytes where the full histogram is 2.4 KiB:
-    /// with 10,000 busy tenants on a core, 1.3 MB instead of 24 MB, and the
-    /// difference shows in every turn's cache and TLB misses.
-    few: OnceLock<Box<[AtomicU64; FEW]>>,
-    /// The full log-linear histogram of scheduling delays in nanoseconds,
-    /// once they have fallen into more buckets than `few` holds; from then
-    /// on it holds every count and `few` is no longer written.
+    /// Log-linear histogram of scheduling delays in nanoseconds, made by
+    /// the first batch.
     delay_buckets: OnceLock<Box<[AtomicU64; BUCKETS]>>,
-}
-
-/// Entries of `PartitionStats::few`.
-const FEW: usize = 16;
-/// Where an entry of `few` keeps its bucket (plus one); the count is below.
-const FEW_SHIFT: u32 = 48;
-const FEW_COUNT: u64 = (1 << FEW_SHIFT) - 1;
-
-/// The (bucket, count) pairs of the entries of `few` in use.
-fn few_counts(few: &[AtomicU64; FEW]) -> impl Iterator<Item = (usize, u64)> + '_ {
-    few.iter()
-        .map(|e| e.load(Acquire))
-        .take_while(|&v| v != 0)
-        .map(|v| ((v >> FEW_SHIFT) as usize - 1, v & FEW_COUNT))
 }
 
 /// A histogram's buckets, every one written: zeroed memory may come
@@ -160,7 +137,6 @@ impl PartitionStats {
             delay_max: AtomicU64::new(0),
             pending: [const { AtomicU16::new(0) }; PENDING],
             pending_len: AtomicU8::new(0),
-            few: OnceLock::new(),
             delay_buckets: OnceLock::new(),
         }
     }
@@ -205,67 +181,29 @@ impl PartitionStats {
         // sees the emptied list, so a concurrent snapshot may miss a
         // sample but never counts one twice.
         self.pending_len.store(0, Release);
-        if let Some(h) = self.delay_buckets.get() {
-            for b in buckets {
-                bump_release(&h[b], 1);
+        match self.delay_buckets.get() {
+            Some(h) => {
+                for b in buckets {
+                    bump_release(&h[b], 1);
+                }
             }
-            return;
-        }
-        let few = self.few.get_or_init(touched::<FEW>);
-        for (i, &b) in buckets.iter().enumerate() {
-            if !Self::count_in_few(few, b) {
-                self.spill(few, &buckets[i..]);
-                return;
+            None => {
+                self.delay_buckets.get_or_init(|| {
+                    let h = touched::<BUCKETS>();
+                    for b in buckets {
+                        bump(&h[b], 1);
+                    }
+                    h
+                });
             }
         }
     }
 
-    /// Counts a delay in bucket `b` in `few`; `false` if `b` has no entry
-    /// and none is free.
-    #[inline]
-    fn count_in_few(few: &[AtomicU64; FEW], b: usize) -> bool {
-        let tag = (b as u64 + 1) << FEW_SHIFT;
-        for e in few {
-            let v = e.load(Relaxed);
-            if v == 0 {
-                e.store(tag | 1, Release);
-                return true;
-            }
-            if v & !FEW_COUNT == tag && v & FEW_COUNT < FEW_COUNT {
-                e.store(v + 1, Release);
-                return true;
-            }
-        }
-        false
-    }
-
-    /// Makes the full histogram from `few` and the delays `rest` that did
-    /// not fit. Readers use the full histogram as soon as they see it, and
-    /// `few` alone before: no count is in both.
-    #[cold]
-    fn spill(&self, few: &[AtomicU64; FEW], rest: &[usize]) {
-        self.delay_buckets.get_or_init(|| {
-            let h = touched::<BUCKETS>();
-            for (b, n) in few_counts(few) {
-                bump(&h[b], n);
-            }
-            for &b in rest {
-                bump(&h[b], 1);
-            }
-            h
-        });
-    }
-
-    /// The bucket counts recorded so far, not counting pending delays:
-    /// from the full histogram if there is one, else from `few`.
+    /// The bucket counts recorded so far, not counting pending delays.
     fn for_each_count(&self, mut f: impl FnMut(usize, u64)) {
         if let Some(h) = self.delay_buckets.get() {
             for (b, c) in h.iter().enumerate() {
                 f(b, c.load(Acquire));
-            }
-        } else if let Some(few) = self.few.get() {
-            for (b, n) in few_counts(few) {
-                f(b, n);
             }
         }
     }
@@ -467,12 +405,6 @@ mod tests {
     #[test]
     fn small_until_it_has_something_to_measure() {
         assert!(std::mem::size_of::<PartitionStats>() <= 128);
-        // The first batch makes only the compact counts.
-        let s = PartitionStats::new();
-        for i in 0..100 {
-            s.record_delay(1_000_000 + i * 1_000);
-        }
-        assert!(s.few.get().is_some() && s.delay_buckets.get().is_none());
     }
 
     /// The first delays kept inline and the histogram made by the 17th give
@@ -485,8 +417,7 @@ mod tests {
             s.record_delay(d);
             let seen = &delays[..=k];
             assert_eq!(s.delay_count(), seen.len() as u64);
-            assert_eq!(s.few.get().is_some(), seen.len() > PENDING);
-            assert!(s.delay_buckets.get().is_none(), "11 buckets fit in `few`");
+            assert_eq!(s.delay_buckets.get().is_some(), seen.len() > PENDING);
             let mut counts = [0u64; BUCKETS];
             for &v in seen {
                 counts[bucket_of(v)] += 1;
