@@ -24,7 +24,7 @@ use std::sync::mpsc::Receiver;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use child::{read_lines, wait_for};
+use child::{drive_or_kill, wait_for};
 use common::with_timeout;
 use http_service::{
     connect, get, http_client, load, quantile, start, Config, HealthCore, Ports, SHUTDOWN_DEADLINE,
@@ -276,15 +276,7 @@ fn sigterm_finishes_the_request_in_flight_then_exits_0() {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start the child");
-        let lines = read_lines(&mut child);
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            drive(&mut child, &lines);
-        }));
-        if let Err(panic) = result {
-            let _ = child.kill();
-            let _ = child.wait();
-            std::panic::resume_unwind(panic);
-        }
+        drive_or_kill(&mut child, drive);
     });
 }
 

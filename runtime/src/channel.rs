@@ -232,6 +232,47 @@ pub struct Receiver<T> {
     cursor: AtomicUsize,
 }
 
+/// The read-only view of the channel's state, the same on both ends.
+macro_rules! channel_state {
+    () => {
+        /// Whether the channel is closed.
+        pub fn is_closed(&self) -> bool {
+            self.chan.is_closed()
+        }
+
+        /// The number of messages in the channel.
+        pub fn len(&self) -> usize {
+            self.chan.len()
+        }
+
+        /// Whether the channel holds no message.
+        pub fn is_empty(&self) -> bool {
+            self.len() == 0
+        }
+
+        /// Whether a bounded channel is at its capacity (never for an
+        /// unbounded one).
+        pub fn is_full(&self) -> bool {
+            self.chan.capacity().is_some_and(|c| self.len() >= c)
+        }
+
+        /// The capacity of a bounded channel; `None` for an unbounded one.
+        pub fn capacity(&self) -> Option<usize> {
+            self.chan.capacity()
+        }
+
+        /// The number of [`Sender`] handles of the channel.
+        pub fn sender_count(&self) -> usize {
+            self.chan.senders.load(Ordering::Acquire)
+        }
+
+        /// The number of [`Receiver`] handles of the channel.
+        pub fn receiver_count(&self) -> usize {
+            self.chan.receivers.load(Ordering::Acquire)
+        }
+    };
+}
+
 impl<T> Sender<T> {
     /// Sends `msg`, waiting for room while a bounded channel is full.
     ///
@@ -268,41 +309,7 @@ impl<T> Sender<T> {
         self.chan.close()
     }
 
-    /// Whether the channel is closed.
-    pub fn is_closed(&self) -> bool {
-        self.chan.is_closed()
-    }
-
-    /// The number of messages in the channel.
-    pub fn len(&self) -> usize {
-        self.chan.len()
-    }
-
-    /// Whether the channel holds no message.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Whether a bounded channel is at its capacity (never for an
-    /// unbounded one).
-    pub fn is_full(&self) -> bool {
-        self.chan.capacity().is_some_and(|c| self.len() >= c)
-    }
-
-    /// The capacity of a bounded channel; `None` for an unbounded one.
-    pub fn capacity(&self) -> Option<usize> {
-        self.chan.capacity()
-    }
-
-    /// The number of [`Sender`] handles of the channel.
-    pub fn sender_count(&self) -> usize {
-        self.chan.senders.load(Ordering::Acquire)
-    }
-
-    /// The number of [`Receiver`] handles of the channel.
-    pub fn receiver_count(&self) -> usize {
-        self.chan.receivers.load(Ordering::Acquire)
-    }
+    channel_state!();
 
     /// Whether `other` sends into the same channel.
     pub fn same_channel(&self, other: &Sender<T>) -> bool {
@@ -343,41 +350,7 @@ impl<T> Receiver<T> {
         self.chan.close()
     }
 
-    /// Whether the channel is closed.
-    pub fn is_closed(&self) -> bool {
-        self.chan.is_closed()
-    }
-
-    /// The number of messages in the channel.
-    pub fn len(&self) -> usize {
-        self.chan.len()
-    }
-
-    /// Whether the channel holds no message.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Whether a bounded channel is at its capacity (never for an
-    /// unbounded one).
-    pub fn is_full(&self) -> bool {
-        self.chan.capacity().is_some_and(|c| self.len() >= c)
-    }
-
-    /// The capacity of a bounded channel; `None` for an unbounded one.
-    pub fn capacity(&self) -> Option<usize> {
-        self.chan.capacity()
-    }
-
-    /// The number of [`Sender`] handles of the channel.
-    pub fn sender_count(&self) -> usize {
-        self.chan.senders.load(Ordering::Acquire)
-    }
-
-    /// The number of [`Receiver`] handles of the channel.
-    pub fn receiver_count(&self) -> usize {
-        self.chan.receivers.load(Ordering::Acquire)
-    }
+    channel_state!();
 
     /// Whether `other` receives from the same channel.
     pub fn same_channel(&self, other: &Receiver<T>) -> bool {

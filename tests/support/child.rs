@@ -35,3 +35,16 @@ pub fn wait_for(lines: &Receiver<String>, what: &str) -> String {
         }
     }
 }
+
+/// Runs `drive` on `child` and the lines it prints; if `drive` panics (a
+/// failed check), kills the child before passing the panic on, so that a
+/// failing test leaves no process behind.
+pub fn drive_or_kill(child: &mut Child, drive: impl FnOnce(&mut Child, &Receiver<String>)) {
+    let lines = read_lines(child);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drive(child, &lines)));
+    if let Err(panic) = result {
+        let _ = child.kill();
+        let _ = child.wait();
+        std::panic::resume_unwind(panic);
+    }
+}
