@@ -362,6 +362,10 @@ impl Reactor {
     /// missed.
     fn refresh_leaders(&self) {
         let mut ran = std::mem::take(&mut *self.ran.borrow_mut());
+        // One entry per partition, its latest (largest) busy time: a core
+        // with few partitions notes the same ones again and again.
+        ran.sort_unstable_by_key(|&(k, busy)| (k, Reverse(busy)));
+        ran.dedup_by_key(|&mut (k, _)| k);
         let weak: Vec<Weak<PartitionInner>> = {
             let attached = self.attached.borrow();
             let leaders: Vec<Arc<PartitionInner>> = self
