@@ -22,9 +22,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use child::{drive_or_kill, wait_for};
+use child::{drive_or_kill, exits_0_within, wait_for};
 use common::with_timeout;
 use http_service::{
     connect, get, http_client, load, quantile, start, Config, HealthCore, Ports, SHUTDOWN_DEADLINE,
@@ -329,15 +329,7 @@ fn drive(child: &mut Child, lines: &Receiver<String>) {
         .expect("the server closes the connection");
     assert!(rest.is_empty(), "bytes after the response: {rest:?}");
 
-    let deadline = Instant::now() + SHUTDOWN_DEADLINE + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the child did not exit");
-        thread::sleep(Duration::from_millis(10));
-    };
-    assert!(status.success(), "the child exited with {status:?}");
+    exits_0_within(child, SHUTDOWN_DEADLINE + Duration::from_secs(20));
     let stopped = wait_for(lines, "stopped: ");
     assert!(stopped.contains(" 0 cancelled"), "{stopped}");
 }

@@ -23,7 +23,7 @@ use std::sync::mpsc::Receiver;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use child::{drive_or_kill, wait_for};
+use child::{drive_or_kill, exits_0_within, wait_for};
 use hyper_server::http_client;
 use rustix::process::{kill_process, Pid, Signal};
 
@@ -113,14 +113,6 @@ fn drive(child: &mut Child, lines: &Receiver<String>) {
         .expect("the server closes the connection");
     assert!(rest.is_empty(), "bytes after the response: {rest:?}");
 
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the child did not exit");
-        thread::sleep(Duration::from_millis(10));
-    };
-    assert!(status.success(), "the child exited with {status:?}");
+    exits_0_within(child, Duration::from_secs(30));
     wait_for(lines, "stopped: ");
 }

@@ -48,3 +48,16 @@ pub fn drive_or_kill(child: &mut Child, drive: impl FnOnce(&mut Child, &Receiver
         std::panic::resume_unwind(panic);
     }
 }
+
+/// Waits at most `limit` for `child` to exit, and checks it exited 0.
+pub fn exits_0_within(child: &mut Child, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the child did not exit");
+        thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "the child exited with {status:?}");
+}
