@@ -30,6 +30,7 @@ pub struct Builder {
     rebalance: Option<Duration>,
     io_uring: bool,
     stream_linger: Duration,
+    tokio_compat: bool,
 }
 
 impl Default for Builder {
@@ -43,6 +44,7 @@ impl Default for Builder {
             rebalance: None,
             io_uring: io_uring_default(),
             stream_linger: Duration::from_secs(10),
+            tokio_compat: false,
         }
     }
 }
@@ -163,6 +165,30 @@ impl Builder {
         self
     }
 
+    /// Whether tokio's APIs work inside fairloop tasks (default `false`;
+    /// needs the cargo feature `tokio-compat`).
+    ///
+    /// With `true`, every core thread also runs a tokio `current_thread`
+    /// runtime, driven by the core itself: `tokio::spawn`,
+    /// `tokio::time`, `tokio::net`, `tokio::task::spawn_blocking`,
+    /// `tokio::task::yield_now` and `tokio::runtime::Handle::current()`
+    /// work in any task, on any core and in any partition, and what they
+    /// start runs on that core's thread. The work tokio schedules runs
+    /// under a sharded partition named `"tokio"` (a shard on every core,
+    /// reserved ones included), which shares the core with the others by
+    /// its shares like any partition and shows in the metrics. See the
+    /// crate's `tokio_compat` docs for the model and its costs.
+    ///
+    /// Without it, a tokio API called in a fairloop task panics with
+    /// tokio's own message ("there is no reactor running, must be called
+    /// from the context of a Tokio 1.x runtime"). With `true` but without
+    /// the cargo feature, [`build`](Builder::build) fails with
+    /// `InvalidInput`, saying which feature to enable.
+    pub fn tokio_compat(mut self, yes: bool) -> Self {
+        self.tokio_compat = yes;
+        self
+    }
+
     /// Starts the runtime's cores and returns once all of them run.
     pub fn build(self) -> io::Result<Runtime> {
         let config = self.validate()?;
@@ -252,6 +278,12 @@ impl Builder {
                 self.reservations.len()
             )));
         }
+        if self.tokio_compat && !cfg!(feature = "tokio-compat") {
+            return Err(invalid(
+                "tokio_compat(true): this build of fairloop has no tokio support; enable the \
+                 cargo feature `tokio-compat` of the `fairloop` crate",
+            ));
+        }
         let mut reserved: Vec<Option<String>> = vec![None; n];
         for (k, name) in self.reservations.iter().enumerate() {
             if name.is_empty() {
@@ -273,6 +305,7 @@ impl Builder {
             rebalance: self.rebalance,
             io_uring: self.io_uring,
             stream_linger: self.stream_linger,
+            tokio_compat: self.tokio_compat,
         };
         // The default placement must make sense on its own.
         config.check_placement(&self.placement)?;
@@ -292,6 +325,9 @@ pub(crate) struct Config {
     pub(crate) rebalance: Option<Duration>,
     pub(crate) io_uring: bool,
     pub(crate) stream_linger: Duration,
+    /// Whether each core also drives a tokio runtime (only ever `true`
+    /// with the `tokio-compat` feature).
+    pub(crate) tokio_compat: bool,
 }
 
 impl Config {
