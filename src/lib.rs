@@ -114,6 +114,46 @@
 //!   futures, and [`main`] and [`test`] run an `async fn` on a runtime and
 //!   shut it down gracefully when it returns.
 //!
+//! ## tokio's ecosystem (feature `tokio-compat`)
+//!
+//! Most crates a network service calls (reqwest, tonic, sqlx, tower's
+//! timeouts, tokio-util) call tokio inside: `tokio::spawn`, `tokio::time`,
+//! `tokio::net`. In a fairloop task they panic with tokio's own message
+//! ("there is no reactor running, must be called from the context of a
+//! Tokio 1.x runtime"), unless the runtime is built with
+//! [`Builder::tokio_compat(true)`](Builder::tokio_compat) in a build with
+//! the cargo feature `tokio-compat`:
+//!
+//! ```toml
+//! fairloop = { version = "0.1", features = ["tokio-compat"] }
+//! ```
+//!
+//! Then every core thread also drives a tokio `current_thread` runtime of
+//! its own, on that thread, and inside every fairloop task
+//! `tokio::spawn`, `tokio::time`, `tokio::net`,
+//! `tokio::task::spawn_blocking`, `tokio::task::yield_now` and
+//! `tokio::runtime::Handle::current()` work:
+//!
+//! * what `tokio::spawn` starts runs on the spawning task's core; tokio's
+//!   timers and socket readiness wake fairloop tasks as local wakes; the
+//!   core parks once for both (tokio's `epoll_wait` watches the core's
+//!   epoll), so nothing polls and no thread is added;
+//! * tokio's work runs under the sharded partition `"tokio"` (a shard on
+//!   every core, reserved cores included; the name is taken): while a core
+//!   is busy, tokio gets the thread in that shard's turns, at most 8 tokio
+//!   polls at a time, so it shares the core by the shard's shares
+//!   (`partition::get("tokio")` and `set_shares`), shows in the metrics,
+//!   and cannot starve a latency partition. A busy core lets tokio look at
+//!   its timers and sockets at least every millisecond;
+//! * fairloop's own timers keep their precision, and fairloop's sockets,
+//!   timers and spawns work from inside tokio's tasks too;
+//! * what tokio starts is not part of [`Runtime::shutdown_graceful`]'s
+//!   drain: tasks a fairloop task awaits keep running while it drains; the
+//!   rest are dropped when the cores stop. tokio's own cooperative budget
+//!   does not apply inside fairloop tasks (fairloop's does).
+//!
+//! The cost, and the design, are in `BENCHMARKS.md` and `docs/DESIGN.md`.
+//!
 //! See the repository's `docs/DESIGN.md` for the model, the module layout
 //! and the protocols, and `BENCHMARKS.md` for the measured figures.
 

@@ -15,7 +15,13 @@
 //! means fairloop's healthcheck is more punctual) and the flood's
 //! throughput, so the cost of fairness is visible.
 //!
-//! Run: `cargo bench -p fairloop-benches --bench healthcheck`.
+//! * with `--features tokio-compat`, two more rows: fairloop with
+//!   `tokio_compat`, the flood made of `tokio::spawn`ed jobs (as a crate
+//!   calling tokio inside would make it), the healthcheck in a
+//!   `.latency(1 ms)` partition on fairloop's timer, then on tokio's.
+//!
+//! Run: `cargo bench -p fairloop-benches --bench healthcheck`
+//! (`--features tokio-compat` for the tokio rows).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -64,6 +70,56 @@ fn run_fairloop(latency: Option<Duration>) -> Outcome {
         let stop = Arc::new(AtomicBool::new(false));
         let check = hc.spawn(fl_healthcheck(stop.clone()));
         let (completed, flood_time) = partition::spawn("api", fl_flood()).await.expect("flood ok");
+        stop.store(true, Ordering::Release);
+        let lateness = check.await.expect("healthcheck ok");
+        (
+            lateness,
+            completed,
+            flood_time,
+            hc.metrics().sched_delay_p99,
+        )
+    });
+    let mut lateness = lateness;
+    lateness.sort();
+    Outcome {
+        name,
+        lateness,
+        completed,
+        flood_time,
+        sched_delay_p99: Some(p99),
+    }
+}
+
+// ---- fairloop running tokio's work (`--features tokio-compat`) -------------
+
+/// The flood as `tokio::spawn`ed jobs (what a crate calling tokio inside
+/// does), started from partition `api` of a one-core fairloop runtime with
+/// `tokio_compat`; the healthcheck in a `.latency(1 ms)` partition, on
+/// fairloop's timer or on tokio's (`tokio_timer`).
+#[cfg(feature = "tokio-compat")]
+fn run_fairloop_compat(tokio_timer: bool) -> Outcome {
+    use fairloop_benches::flood::{tk_flood, tk_healthcheck};
+    let rt = fairloop::Runtime::builder()
+        .cores(1)
+        .pin_cores(false)
+        .tokio_compat(true)
+        .build()
+        .expect("build a one-core fairloop runtime with tokio_compat");
+    let timer = if tokio_timer { "tokio" } else { "fairloop" };
+    let name = format!("fairloop+compat, tokio flood, hc {timer} timer");
+    let (lateness, completed, flood_time, p99) = rt.block_on(async move {
+        let hc = Partition::builder()
+            .name("healthcheck")
+            .latency(Duration::from_millis(1))
+            .build()
+            .expect("healthcheck partition");
+        let stop = Arc::new(AtomicBool::new(false));
+        let check = if tokio_timer {
+            hc.spawn(tk_healthcheck(stop.clone()))
+        } else {
+            hc.spawn(fl_healthcheck(stop.clone()))
+        };
+        let (completed, flood_time) = partition::spawn("api", tk_flood()).await.expect("flood ok");
         stop.store(true, Ordering::Release);
         let lateness = check.await.expect("healthcheck ok");
         (
@@ -148,11 +204,17 @@ fn main() {
         TICK.as_millis(),
         machine()
     );
-    let runs = [
+    #[allow(unused_mut)]
+    let mut runs = vec![
+        run_tokio(),
         run_fairloop(Some(Duration::from_millis(1))),
         run_fairloop(None),
-        run_tokio(),
     ];
+    #[cfg(feature = "tokio-compat")]
+    {
+        runs.push(run_fairloop_compat(false));
+        runs.push(run_fairloop_compat(true));
+    }
     println!();
     println!(
         "{:<40} {:>6} {:>9} {:>9} {:>9} {:>13} {:>12}",
@@ -171,9 +233,9 @@ fn main() {
                 .map_or("-".to_string(), |d| format!("{} ms", ms(d))),
         )
     }
-    let tokio = &runs[2];
+    let tokio = &runs[0];
     println!();
-    for r in &runs[..2] {
+    for r in &runs[1..] {
         let p99 = r.p(0.99).as_secs_f64().max(1e-9);
         println!(
             "{}: p99 ratio tokio/fairloop = {:.1}x (above 1.0: fairloop more punctual); \

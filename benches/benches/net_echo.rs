@@ -12,6 +12,9 @@
 //! cargo bench -p fairloop-benches --bench net_echo [-- FILTER..]
 //! ```
 //!
+//! With `--features tokio-compat`, the row `fairloop-compat` is the same
+//! fairloop server on a runtime with `Builder::tokio_compat(true)`.
+//!
 //! A filter picks rows by name (`fairloop`, `mio`, `64B`, ...). Each row
 //! runs `NET_WARMUP` s (default 0.5) of warm-up, then `NET_SECS` s
 //! (default 3) of measurement. `NET_REPEAT` (default 1) runs that many
@@ -27,8 +30,9 @@ use fairloop_benches::{machine, quantile, us};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_net_server");
-const RUNTIMES: [&str; 8] = [
+const RUNTIMES: [&str; 9] = [
     "fairloop",
+    "fairloop-compat",
     "fairloop-epoll",
     "tokio",
     "monoio-legacy",
@@ -96,7 +100,9 @@ fn main() {
             for k in 0..RUNTIMES.len() {
                 let runtime = RUNTIMES[(k + round) % RUNTIMES.len()];
                 let name = format!("{runtime} {size}B");
-                if !selected(&name) {
+                // `fairloop-compat` (tokio_compat on) needs the feature.
+                let built = runtime != "fairloop-compat" || cfg!(feature = "tokio-compat");
+                if !built || !selected(&name) {
                     continue;
                 }
                 match run(runtime, size, conns, threads, warmup, secs) {

@@ -68,6 +68,7 @@ fn main() -> io::Result<()> {
     match (kind.as_str(), runtime.as_str()) {
         ("echo", "fairloop") => echo_fairloop::run(addr, buf, true),
         ("echo", "fairloop-epoll") => echo_fairloop::run(addr, buf, false),
+        ("echo", "fairloop-compat") => echo_fairloop::run_compat(addr, buf),
         ("echo", "tokio") => echo_tokio::run(addr, buf),
         ("echo", "monoio-legacy") => echo_monoio::run_legacy(addr, buf),
         ("echo", "monoio-uring") => echo_monoio::run_uring(addr, buf),
@@ -118,6 +119,27 @@ mod echo_fairloop {
             .pin_cores(false)
             .io_uring(io_uring)
             .build()?;
+        serve(rt, addr, buf, io_uring)
+    }
+
+    /// The same server on a runtime with `tokio_compat` (each core drives
+    /// tokio too): what the feature costs a server that does not use it.
+    /// Fails to build the runtime without `--features tokio-compat`.
+    pub fn run_compat(addr: SocketAddr, buf: usize) -> io::Result<()> {
+        let rt = fairloop::Runtime::builder()
+            .cores(1)
+            .pin_cores(false)
+            .tokio_compat(true)
+            .build()?;
+        serve(rt, addr, buf, true)
+    }
+
+    fn serve(
+        rt: fairloop::Runtime,
+        addr: SocketAddr,
+        buf: usize,
+        io_uring: bool,
+    ) -> io::Result<()> {
         if io_uring && !rt.uses_io_uring() {
             eprintln!("net_server: io_uring unavailable here; fairloop runs on epoll");
         }

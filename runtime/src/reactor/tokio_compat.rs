@@ -72,8 +72,8 @@ use crate::partition::PartitionInner;
 /// The most tokio tasks run in one trip away from the loop, before tokio
 /// looks at its IO and the loop gets the thread back (tokio's
 /// `event_interval`; its default is 61). It bounds how long a latency
-/// partition can wait behind tokio: 16 polls of tokio tasks.
-pub(crate) const EVENT_INTERVAL: u32 = 16;
+/// partition can wait behind tokio: 8 polls of tokio tasks.
+pub(crate) const EVENT_INTERVAL: u32 = 8;
 
 /// A trip to tokio in which it ran this long means tokio has more to do:
 /// the pump asks again at the `tokio` shard's next turn. A trip with

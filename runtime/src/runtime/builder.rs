@@ -190,8 +190,8 @@ impl Builder {
     /// start runs on that core's thread. The work tokio schedules runs
     /// under a sharded partition named `"tokio"` (a shard on every core,
     /// reserved ones included), which shares the core with the others by
-    /// its shares like any partition and shows in the metrics. See the
-    /// crate's `tokio_compat` docs for the model and its costs.
+    /// its shares like any partition and shows in the metrics. The
+    /// `fairloop` crate's docs (section *tokio's ecosystem*) say more.
     ///
     /// Without it, a tokio API called in a fairloop task panics with
     /// tokio's own message ("there is no reactor running, must be called
