@@ -17,6 +17,13 @@
 //! wakeups from other threads end that wait too), and in `epoll_wait`
 //! otherwise.
 //!
+//! A core can also block in another poller instead (tokio's, with
+//! `Builder::tokio_compat`): then that poller watches the epoll fd alone
+//! ([`Driver::epoll_fd`]), and the ring, instead of watching the epoll fd,
+//! signals an eventfd registered with it ([`Driver::new`] with `external`).
+//! Such a core prepares with [`Driver::prepare_external_park`], lets the
+//! other poller block, and harvests with [`Driver::poll_now`].
+//!
 //! `epoll_wait` takes its timeout in whole milliseconds, which would make
 //! every timer up to a millisecond late. So a core that parks with a timer
 //! pending arms a `timerfd` (nanosecond resolution, `CLOCK_MONOTONIC`, the
@@ -24,7 +31,7 @@
 //! with no timeout; the timerfd's readiness ends the wait on time.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
@@ -48,6 +55,8 @@ use uring::{Ring, RingOwner};
 /// The token of each core's `mio::Waker`.
 pub(crate) const WAKER_TOKEN: Token = Token(0);
 const TIMER_TOKEN: Token = Token(1);
+/// The ring's completion eventfd, in external mode.
+const RING_TOKEN: Token = Token(2);
 /// The longest the timer fd is armed for in one go.
 const MAX_ARM: Duration = Duration::from_secs(86_400);
 
@@ -64,15 +73,23 @@ pub(crate) struct Driver {
     timerfd: OwnedFd,
     /// The deadline the timerfd is armed for.
     armed: Option<Instant>,
+    /// External mode (see the module docs): the eventfd the ring signals
+    /// completions on. Never read: each signal is a new edge for epoll
+    /// (mio registers edge-triggered), and the count saturates rather than
+    /// blocking the kernel.
+    ring_signal: Option<OwnedFd>,
 }
 
 impl Driver {
     /// A driver around `poll` and the table of its registrations, with a
     /// ring for `ring`'s owner if there is one and the kernel allows it.
+    /// `external`: the core blocks in another poller that watches only the
+    /// epoll fd (see the module docs).
     pub(crate) fn new(
         poll: Poll,
         registrations: Arc<Registrations>,
         ring: Option<RingOwner>,
+        external: bool,
     ) -> io::Result<Self> {
         let timerfd = timerfd_create(
             TimerfdClockId::Monotonic,
@@ -83,7 +100,27 @@ impl Driver {
             TIMER_TOKEN,
             Interest::READABLE,
         )?;
-        let ring = ring.and_then(|owner| Ring::new(poll.as_raw_fd(), owner).ok());
+        let mut ring_signal = None;
+        let ring = match (ring, external) {
+            (None, _) => None,
+            (Some(owner), false) => Ring::new(poll.as_raw_fd(), owner, None).ok(),
+            (Some(owner), true) => {
+                let fd = rustix::event::eventfd(
+                    0,
+                    rustix::event::EventfdFlags::NONBLOCK | rustix::event::EventfdFlags::CLOEXEC,
+                )?;
+                let ring = Ring::new(poll.as_raw_fd(), owner, Some(fd.as_fd())).ok();
+                if ring.is_some() {
+                    poll.registry().register(
+                        &mut SourceFd(&fd.as_raw_fd()),
+                        RING_TOKEN,
+                        Interest::READABLE,
+                    )?;
+                    ring_signal = Some(fd);
+                }
+                ring
+            }
+        };
         Ok(Driver {
             ring,
             poll,
@@ -91,7 +128,38 @@ impl Driver {
             events: Events::with_capacity(256),
             timerfd,
             armed: None,
+            ring_signal,
         })
+    }
+
+    /// The epoll fd: in external mode, the one fd the other poller
+    /// watches (IO readiness, the timerfd, wakeups from other threads and
+    /// the ring's completions all make it readable).
+    #[cfg(feature = "tokio-compat")]
+    pub(crate) fn epoll_fd(&self) -> std::os::fd::RawFd {
+        self.poll.as_raw_fd()
+    }
+
+    /// External mode: everything [`Driver::park`] does before it blocks,
+    /// without blocking: arms the timerfd for `deadline` and hands queued
+    /// ring entries to the kernel. Returns the wakers of what completed
+    /// meanwhile; if there are any, the core has work and must not block.
+    #[cfg(feature = "tokio-compat")]
+    pub(crate) fn prepare_external_park(&mut self, deadline: Option<Instant>) -> Vec<Waker> {
+        if let Err(e) = self.arm(deadline) {
+            // Without the timerfd nothing would end the wait on time: do
+            // not let the other poller block at all.
+            debug_assert!(false, "timerfd_settime failed: {e}");
+            return self.poll_now();
+        }
+        match self.ring.as_mut() {
+            Some(ring) if ring.unsubmitted() > 0 => {
+                let mut ready = Vec::new();
+                ring.poll_now(&mut ready);
+                ready
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// Blocks until a wakeup, IO readiness, or `deadline` if there is one;
@@ -128,6 +196,17 @@ impl Driver {
     /// Submits queued ring entries and harvests completions and IO
     /// readiness, without blocking.
     pub(crate) fn poll_now(&mut self) -> Vec<Waker> {
+        if self.ring_signal.is_some() {
+            // External mode: epoll first, which consumes the ring's edge,
+            // then the ring, which reaps every completion signalled up to
+            // then. (The other order could consume the edge of a completion
+            // that arrived after the reap, and nothing would signal again.)
+            let mut ready = self.harvest();
+            if let Some(ring) = self.ring.as_mut() {
+                ring.poll_now(&mut ready);
+            }
+            return ready;
+        }
         match self.ring.as_mut() {
             Some(ring) => {
                 let mut ready = Vec::new();
@@ -136,7 +215,9 @@ impl Driver {
                 }
                 ready
             }
-            None => self.wait(Some(Duration::ZERO)),
+            // All of it: an event left behind in a full batch would raise
+            // no new edge for an outside poller watching the epoll fd.
+            None => self.harvest(),
         }
     }
 

@@ -54,6 +54,8 @@ use crate::time::{Timer, TimerHeap};
 mod migrate;
 mod remote;
 mod shutdown;
+#[cfg(feature = "tokio-compat")]
+mod tokio_compat;
 mod turn;
 mod wake;
 
@@ -111,6 +113,10 @@ pub(crate) struct Reactor {
     budget: Cell<u32>,
     polls_since_io: Cell<u64>,
     last_io: Cell<Nanos>,
+    /// With `Builder::tokio_compat`: the pump's and the loop's state
+    /// towards tokio (`tokio_compat.rs`).
+    #[cfg(feature = "tokio-compat")]
+    tokio: tokio_compat::TokioState,
 }
 
 /// The body of core thread `index`: builds the core's driver and
@@ -131,7 +137,8 @@ pub(crate) fn run(
         .config
         .io_uring
         .then(|| remote.ring_owner(runtime.config.stream_linger));
-    let driver = match Driver::new(poll, remote.registrations.clone(), ring) {
+    let external = runtime.config.tokio_compat;
+    let driver = match Driver::new(poll, remote.registrations.clone(), ring, external) {
         Ok(d) => d,
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -170,8 +177,29 @@ pub(crate) fn run(
         budget: Cell::new(BUDGET),
         polls_since_io: Cell::new(0),
         last_io: Cell::new(0),
+        #[cfg(feature = "tokio-compat")]
+        tokio: tokio_compat::TokioState::default(),
     });
     CORE.with(|c| *c.borrow_mut() = Some(core.clone()));
+    #[cfg(feature = "tokio-compat")]
+    if core.runtime.config.tokio_compat {
+        match tokio_compat::CoreTokio::new(&core) {
+            Ok(tokio) => {
+                let _ = ready.send(Ok(()));
+                drop(ready);
+                tokio.run(&core);
+            }
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                // The runtime's build fails and stops the other cores;
+                // this one must stop like them.
+                drop(ready);
+                core.shutdown();
+            }
+        }
+        CORE.with(|c| c.borrow_mut().take());
+        return;
+    }
     let _ = ready.send(Ok(()));
     drop(ready);
     core.run_loop();
@@ -211,6 +239,10 @@ impl Reactor {
         let due = self.to_core_time(deadline);
         if due < self.timer_due.get() {
             self.timer_due.set(due);
+            // Added by a tokio task while the loop is parked in tokio: the
+            // timerfd must be armed again.
+            #[cfg(feature = "tokio-compat")]
+            self.tokio.wake_loop();
         }
     }
 
@@ -233,6 +265,10 @@ impl Reactor {
     /// while the driver is busy, which a task poll never sees).
     pub(crate) fn with_ring<R>(&self, f: impl FnOnce(&mut Ring) -> R) -> Option<R> {
         let mut driver = self.driver.try_borrow_mut().ok()?;
+        // Used by a tokio task while the loop is parked in tokio: what it
+        // queued must reach the kernel.
+        #[cfg(feature = "tokio-compat")]
+        self.tokio.wake_loop();
         driver.ring().map(f)
     }
 

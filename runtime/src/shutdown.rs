@@ -248,9 +248,11 @@ impl Lifecycle {
     /// cancellation is counted: the runtime is closed only after `counting`
     /// is set, on the same thread, and the cores learn of it through their
     /// channels.
+    /// `counts` says whether the task is a user's (asked only while
+    /// counting).
     #[inline]
-    pub(crate) fn task_ended(&self, cancelled: bool) {
-        if self.counting.load(Ordering::Relaxed) {
+    pub(crate) fn task_ended(&self, cancelled: bool, counts: impl FnOnce() -> bool) {
+        if self.counting.load(Ordering::Relaxed) && counts() {
             let count = if cancelled {
                 &self.cancelled
             } else {
@@ -316,7 +318,11 @@ impl RuntimeInner {
     fn live_tasks(&self) -> usize {
         self.partitions()
             .iter()
-            .map(|p| p.tasks.lock().wakers.len())
+            .map(|p| {
+                let tasks = p.tasks.lock().wakers.len();
+                // The tokio partition's pump lasts until the core stops.
+                tasks - usize::from(tasks > 0 && self.is_tokio_shard(p))
+            })
             .sum()
     }
 

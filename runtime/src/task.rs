@@ -63,10 +63,14 @@ pub(crate) fn cancel_now(task: Task) {
 
 impl TaskMeta {
     /// The task's future was dropped: counted by a graceful shutdown in
-    /// progress, as cancelled if `by_shutdown`.
+    /// progress, as cancelled if `by_shutdown` (but not the pump of a
+    /// `tokio` shard, which is the runtime's own).
     #[inline]
     fn ended(&self, by_shutdown: bool) {
-        self.partition.runtime.lifecycle.task_ended(by_shutdown);
+        let runtime = &self.partition.runtime;
+        runtime
+            .lifecycle
+            .task_ended(by_shutdown, || !runtime.is_tokio_shard(&self.partition));
     }
 
     /// Asks the task to stop at its next poll (see [`JoinHandle::abort`]).

@@ -31,7 +31,7 @@
 //! the driver to cancel its operations from anywhere.
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::Arc;
 use std::task::Waker;
 use std::time::{Duration, Instant};
@@ -168,9 +168,21 @@ pub(crate) struct Ring {
 
 impl Ring {
     /// A ring for the current thread (its only submitter) that also
-    /// watches `epoll_fd`. Fails where the kernel has no io_uring or
-    /// forbids it (seccomp, `kernel.io_uring_disabled`).
-    pub(crate) fn new(epoll_fd: RawFd, owner: RingOwner) -> io::Result<Ring> {
+    /// watches `epoll_fd`, so that [`Ring::wait`] ends on IO readiness too.
+    /// Fails where the kernel has no io_uring or forbids it (seccomp,
+    /// `kernel.io_uring_disabled`).
+    ///
+    /// With `signal: Some(eventfd)` the watch is the other way round: the
+    /// ring never watches `epoll_fd`, and instead signals `eventfd` (which
+    /// the caller registers with that epoll) whenever completions wait to
+    /// be reaped. That is for a core that blocks in another poller, which
+    /// watches only the epoll fd (`Builder::tokio_compat`); such a core
+    /// never calls [`Ring::wait`].
+    pub(crate) fn new(
+        epoll_fd: RawFd,
+        owner: RingOwner,
+        signal: Option<BorrowedFd<'_>>,
+    ) -> io::Result<Ring> {
         // Deferred task running completes operations only when this thread
         // enters the ring: no interrupts of a busy core. It needs Linux 6.1,
         // which also has everything else used here (multishot poll above
@@ -193,7 +205,13 @@ impl Ring {
             epoll_ready: false,
             scratch: Vec::new(),
         };
-        ring.arm_epoll()?;
+        match signal {
+            // With deferred task running the kernel signals the eventfd as
+            // soon as completion work is queued for this thread (before
+            // the completions are posted, which takes our next enter).
+            Some(fd) => ring.uring.submitter().register_eventfd(fd.as_raw_fd())?,
+            None => ring.arm_epoll()?,
+        }
         ring.uring.submit()?;
         Ok(ring)
     }
@@ -531,7 +549,7 @@ mod tests {
             stats: Arc::new(CoreStats::default()),
             stream_linger: Duration::from_secs(1),
         };
-        let mut ring = match Ring::new(poll.as_raw_fd(), owner) {
+        let mut ring = match Ring::new(poll.as_raw_fd(), owner, None) {
             Ok(ring) => ring,
             Err(e) => {
                 eprintln!("no io_uring here ({e}): nothing to check");

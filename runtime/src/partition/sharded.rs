@@ -63,18 +63,18 @@ pub(crate) struct ShardOf {
 }
 
 impl ShardedInner {
-    /// A sharded partition with id `id` and one shard on every unreserved
-    /// core, the shards taking the ids `id + 1 ..` by core. The caller
-    /// registers all of them (under the registry's lock, with the ids
-    /// reserved).
+    /// A sharded partition with id `id` and one shard on each of `cores`
+    /// (ascending: every unreserved core, for a user's partition), the
+    /// shards taking the ids `id + 1 ..` by core. The caller registers all
+    /// of them (under the registry's lock, with the ids reserved).
     pub(crate) fn new(
         runtime: &Arc<RuntimeInner>,
         id: u64,
         name: Option<String>,
         shares: u32,
         latency: Option<Duration>,
+        cores: Box<[usize]>,
     ) -> Arc<ShardedInner> {
-        let cores: Box<[usize]> = runtime.config.unreserved_cores().collect();
         Arc::new_cyclic(|whole| {
             let mut by_core = vec![None; runtime.config.cores].into_boxed_slice();
             for (k, &core) in cores.iter().enumerate() {

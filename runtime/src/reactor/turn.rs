@@ -3,6 +3,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::Waker;
 use std::time::Instant;
 
 use crossbeam_deque::Steal;
@@ -37,34 +38,93 @@ pub(crate) fn consume_budget() -> bool {
     with_core(|core| core.is_none_or(|c| c.consume_budget()))
 }
 
+/// A turn that stopped in the middle: the poll that ended it asked to
+/// hand the thread to tokio first (`tokio_compat.rs`), and the poll's end
+/// (its CPU time, charged when the thread comes back) is still to come.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct OpenTurn {
+    key: PartitionKey,
+    start: Nanos,
+    polls: u64,
+}
+
+/// Why [`Reactor::run_turns`] returned.
+#[derive(Debug)]
+pub(super) enum Pause {
+    /// The core is shutting down.
+    Shutdown,
+    /// Nothing is runnable: the caller parks, then calls again.
+    Idle,
+    /// The last poll asked to hand the thread to tokio (only the tokio
+    /// partition's pump does); the caller does, then resumes the turn
+    /// with `run_turns(Some(turn))`.
+    #[cfg_attr(not(feature = "tokio-compat"), allow(dead_code))]
+    Yield(OpenTurn),
+}
+
 impl Reactor {
+    /// The loop of a core that blocks in its own driver.
     pub(super) fn run_loop(&self) {
+        let mut resume = None;
+        loop {
+            match self.run_turns(resume.take()) {
+                Pause::Shutdown => return,
+                Pause::Idle => self.park(),
+                // Only a core that drives tokio has a pump to ask for this;
+                // anywhere else the turn just goes on.
+                Pause::Yield(turn) => resume = Some(turn),
+            }
+        }
+    }
+
+    /// Runs turns until shutdown, until nothing is runnable, or until a
+    /// poll asks for the thread ([`Pause`]); `resume` continues a turn
+    /// that stopped that way.
+    pub(super) fn run_turns(&self, mut resume: Option<OpenTurn>) -> Pause {
         let cs = self.remote();
         loop {
-            self.between_turns();
-            if self.shutting_down.get() {
-                return;
-            }
-            let start = self.tick();
-            let key = self.sched.borrow_mut().begin_turn(start);
-            let Some(key) = key else {
-                self.park();
-                continue;
+            // A resumed turn first ends the poll that paused it.
+            let mut mid_poll = resume.is_some();
+            let mut turn = match resume.take() {
+                Some(turn) => turn,
+                None => {
+                    self.between_turns();
+                    if self.shutting_down.get() {
+                        return Pause::Shutdown;
+                    }
+                    let start = self.tick();
+                    let key = self.sched.borrow_mut().begin_turn(start);
+                    let Some(key) = key else {
+                        return Pause::Idle;
+                    };
+                    self.current.set(key.index());
+                    self.prefetch_upcoming();
+                    OpenTurn {
+                        key,
+                        start,
+                        polls: 0,
+                    }
+                }
             };
-            self.current.set(key.index());
-            self.prefetch_upcoming();
-            let mut now = start;
-            let mut polls = 0u64;
+            let mut now = turn.start;
             loop {
-                let task = self.sched.borrow_mut().next_in_turn(now);
-                let Some(task) = task else { break };
-                // The task future catches its own panics; this catches one
-                // from a destructor or a waker, which must not kill the core.
-                self.budget.set(BUDGET);
-                let _ = catch_unwind(AssertUnwindSafe(|| task.run()));
+                if !mid_poll {
+                    let task = self.sched.borrow_mut().next_in_turn(now);
+                    let Some(task) = task else { break };
+                    // The task future catches its own panics; this catches
+                    // one from a destructor or a waker, which must not kill
+                    // the core.
+                    self.budget.set(BUDGET);
+                    let _ = catch_unwind(AssertUnwindSafe(|| task.run()));
+                    #[cfg(feature = "tokio-compat")]
+                    if self.tokio.take_yield() {
+                        return Pause::Yield(turn);
+                    }
+                }
+                mid_poll = false;
                 now = self.tick();
                 self.sched.borrow_mut().poll_done(now);
-                polls += 1;
+                turn.polls += 1;
                 if now >= self.timer_due.get() {
                     self.fire_timers(Instant::now());
                 }
@@ -74,28 +134,35 @@ impl Reactor {
                     self.drain_pending();
                 }
             }
-            // Its busy time now, while its statistics are in cache: the
-            // leaderboard's refresh then ranks without touching them.
-            let busy = {
-                let mut sched = self.sched.borrow_mut();
-                sched.end_turn();
-                sched.stats(key).map(|s| s.busy())
-            };
-            self.current.set(NO_TURN);
-            let ran = {
-                let mut ran = self.ran.borrow_mut();
-                if let Some(busy) = busy {
-                    ran.push((key.index(), busy));
-                }
-                ran.len()
-            };
-            if ran >= RAN_REFRESH {
-                // Many short turns: refresh before the list grows long.
-                self.refresh_leaders();
-            }
-            cs.stats.add_turn(now.saturating_sub(start), polls);
-            self.polls_since_io.set(self.polls_since_io.get() + polls);
+            self.end_turn(turn, now);
         }
+    }
+
+    fn end_turn(&self, turn: OpenTurn, now: Nanos) {
+        // Its busy time now, while its statistics are in cache: the
+        // leaderboard's refresh then ranks without touching them.
+        let busy = {
+            let mut sched = self.sched.borrow_mut();
+            sched.end_turn();
+            sched.stats(turn.key).map(|s| s.busy())
+        };
+        self.current.set(NO_TURN);
+        let ran = {
+            let mut ran = self.ran.borrow_mut();
+            if let Some(busy) = busy {
+                ran.push((turn.key.index(), busy));
+            }
+            ran.len()
+        };
+        if ran >= RAN_REFRESH {
+            // Many short turns: refresh before the list grows long.
+            self.refresh_leaders();
+        }
+        self.remote()
+            .stats
+            .add_turn(now.saturating_sub(turn.start), turn.polls);
+        self.polls_since_io
+            .set(self.polls_since_io.get() + turn.polls);
     }
 
     fn between_turns(&self) {
@@ -113,6 +180,8 @@ impl Reactor {
         self.drain_pending();
         self.take_requests();
         let now = self.now.get();
+        #[cfg(feature = "tokio-compat")]
+        self.tokio.check_period(now);
         if now >= self.timer_due.get() {
             self.fire_timers(Instant::now());
         }
@@ -268,6 +337,18 @@ impl Reactor {
     }
 
     fn park(&self) {
+        let Some(deadline) = self.prepare_park() else {
+            return;
+        };
+        let ready = self.driver.borrow_mut().park(deadline);
+        self.finish_park(ready, deadline);
+    }
+
+    /// The first half of parking: `None` if the core must not block after
+    /// all (work arrived, or a timer is due and was fired), else the
+    /// deadline to block until. The caller then blocks and calls
+    /// [`Reactor::finish_park`].
+    pub(super) fn prepare_park(&self) -> Option<Option<Instant>> {
         let cs = self.remote();
         if !self.ran.borrow().is_empty() {
             // Idle from here on: publish the last turns' busy time now.
@@ -276,7 +357,7 @@ impl Reactor {
         let flag = cs.park_flag();
         if !flag.prepare_park() {
             // Foreign work arrived since the last drain.
-            return;
+            return None;
         }
         // Local work (queued by a timer or a destructor since the turn
         // ended) needs no token; neither do cancellations asked for by
@@ -286,17 +367,22 @@ impl Reactor {
             || cs.has_requests();
         if has_work {
             flag.unpark_self();
-            return;
+            return None;
         }
         let deadline = self.timers.borrow_mut().next_deadline();
         if deadline.is_some_and(|d| d <= Instant::now()) {
             flag.unpark_self();
             self.fire_timers(Instant::now());
-            return;
+            return None;
         }
         cs.stats.add_park();
-        let ready = self.driver.borrow_mut().park(deadline);
-        flag.unpark_self();
+        Some(deadline)
+    }
+
+    /// The second half of parking: back to running, then the IO that
+    /// `ready` holds and the timers that fell due.
+    pub(super) fn finish_park(&self, ready: Vec<Waker>, deadline: Option<Instant>) {
+        self.remote().park_flag().unpark_self();
         let now = self.tick();
         self.io_harvested(now);
         wake_all(ready);

@@ -65,6 +65,9 @@ impl Reactor {
             return Err(task);
         };
         self.sched.borrow_mut().push(key, task, self.now.get());
+        // Woken by tokio's work while the loop is parked in tokio.
+        #[cfg(feature = "tokio-compat")]
+        self.tokio.wake_loop();
         Ok(())
     }
 }

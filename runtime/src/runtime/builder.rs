@@ -44,9 +44,21 @@ impl Default for Builder {
             rebalance: None,
             io_uring: io_uring_default(),
             stream_linger: Duration::from_secs(10),
-            tokio_compat: false,
+            tokio_compat: tokio_compat_default(),
         }
     }
+}
+
+/// `Builder::tokio_compat`'s default: off, unless this build has the
+/// `tokio-compat` feature and the environment variable
+/// `FAIRLOOP_TOKIO_COMPAT` is `1`, `on` or `true` (how the test suite runs
+/// every runtime it builds over tokio).
+fn tokio_compat_default() -> bool {
+    cfg!(feature = "tokio-compat")
+        && matches!(
+            std::env::var("FAIRLOOP_TOKIO_COMPAT").as_deref(),
+            Ok("1" | "on" | "true")
+        )
 }
 
 /// `Builder::io_uring`'s default: on, unless the environment variable
@@ -165,8 +177,10 @@ impl Builder {
         self
     }
 
-    /// Whether tokio's APIs work inside fairloop tasks (default `false`;
-    /// needs the cargo feature `tokio-compat`).
+    /// Whether tokio's APIs work inside fairloop tasks (default `false`,
+    /// unless the build has the feature and the environment variable
+    /// `FAIRLOOP_TOKIO_COMPAT` is `1`, `on` or `true`; needs the cargo
+    /// feature `tokio-compat`).
     ///
     /// With `true`, every core thread also runs a tokio `current_thread`
     /// runtime, driven by the core itself: `tokio::spawn`,

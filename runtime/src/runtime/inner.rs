@@ -36,22 +36,35 @@ pub(crate) struct RuntimeInner {
     pub(crate) place_rr: AtomicUsize,
     /// The shutdown request, its waiters, and a graceful shutdown's counts.
     pub(crate) lifecycle: Lifecycle,
+    /// With `Builder::tokio_compat`: the id of the sharded partition
+    /// [`TOKIO_PARTITION`] (a shard on every core) whose turns are
+    /// tokio's.
+    pub(crate) tokio_id: Option<u64>,
 }
 
+/// The name of the partition whose turns are tokio's, with
+/// `Builder::tokio_compat`.
+pub(crate) const TOKIO_PARTITION: &str = "tokio";
+
 impl RuntimeInner {
-    /// The runtime around `cores`, with a root partition on each.
+    /// The runtime around `cores`, with a root partition on each (ids
+    /// `0..n`) and, with `tokio_compat`, the sharded partition
+    /// [`TOKIO_PARTITION`] (id `n`, its shards `n + 1 ..= 2n`).
     pub(super) fn new(cores: Box<[Remote]>, config: Config) -> Arc<Self> {
         static RUNTIME_IDS: AtomicU64 = AtomicU64::new(0);
         let n = cores.len();
+        let tokio_id = config.tokio_compat.then_some(n as u64);
+        let first_free = if config.tokio_compat { 2 * n + 1 } else { n };
         let runtime = Arc::new(RuntimeInner {
             id: RUNTIME_IDS.fetch_add(1, Ordering::Relaxed),
             cores,
             registry: Mutex::new(Registry::default()),
-            next_id: AtomicU64::new(n as u64),
+            next_id: AtomicU64::new(first_free as u64),
             closed: AtomicBool::new(false),
             spawn_rr: AtomicUsize::new(0),
             place_rr: AtomicUsize::new(0),
             lifecycle: Lifecycle::new(),
+            tokio_id,
             config,
         });
         let mut reg = runtime.registry.lock();
@@ -72,8 +85,38 @@ impl RuntimeInner {
             reg.insert(&root);
             reg.roots.push(root);
         }
+        if let Some(id) = tokio_id {
+            // On every core, reserved ones too: tokio work started there
+            // runs there.
+            let s = ShardedInner::new(
+                &runtime,
+                id,
+                Some(TOKIO_PARTITION.to_owned()),
+                DEFAULT_SHARES,
+                None,
+                (0..n).collect(),
+            );
+            reg.insert_sharded(&s);
+            reg.by_name.insert(
+                TOKIO_PARTITION.to_owned(),
+                Partition::from_sharded(s.clone()),
+            );
+            reg.tokio = Some(s);
+        }
         drop(reg);
         runtime
+    }
+
+    /// Whether `p` is a shard of [`TOKIO_PARTITION`], whose one task (the
+    /// pump) is the runtime's own and never ends by itself.
+    pub(crate) fn is_tokio_shard(&self, p: &PartitionInner) -> bool {
+        self.tokio_id.is_some() && p.shard_of.as_ref().map(|s| s.id) == self.tokio_id
+    }
+
+    /// The shard of [`TOKIO_PARTITION`] on `core`, with `tokio_compat`.
+    #[cfg(feature = "tokio-compat")]
+    pub(crate) fn tokio_shard(&self, core: usize) -> Option<Arc<PartitionInner>> {
+        self.registry.lock().tokio.as_ref()?.shard(core).cloned()
     }
 
     /// What other threads may touch of core `core`.
@@ -101,17 +144,19 @@ impl RuntimeInner {
     /// Drops the registry's strong references (named partitions, roots),
     /// breaking the cycles partition -> runtime -> registry -> partition.
     pub(super) fn forget_partitions(&self) {
-        let (names, roots, sharded) = {
+        let (names, roots, sharded, tokio) = {
             let mut reg = self.registry.lock();
             (
                 std::mem::take(&mut reg.by_name),
                 std::mem::take(&mut reg.roots),
                 std::mem::take(&mut reg.sharded),
+                reg.tokio.take(),
             )
         };
         drop(names);
         drop(roots);
         drop(sharded);
+        drop(tokio);
     }
 
     /// Whether shutdown has begun: no task starts afterwards.
@@ -213,7 +258,8 @@ impl RuntimeInner {
             // One id for the whole, then one per shard, by core.
             let shards = self.config.unreserved_cores().count() as u64;
             let id = self.next_id.fetch_add(1 + shards, Ordering::Relaxed);
-            let s = ShardedInner::new(self, id, b.name.clone(), shares, b.latency);
+            let cores = self.config.unreserved_cores().collect();
+            let s = ShardedInner::new(self, id, b.name.clone(), shares, b.latency, cores);
             reg.insert_sharded(&s);
             let p = Partition::from_sharded(s);
             if let Some(name) = b.name {

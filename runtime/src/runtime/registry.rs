@@ -17,6 +17,8 @@ pub(super) struct Registry {
     /// Every sharded partition, by its own id (its shards are in `all`).
     pub(super) sharded: HashMap<u64, Weak<ShardedInner>>,
     pub(super) roots: Vec<Arc<PartitionInner>>,
+    /// With `Builder::tokio_compat`: the partition whose turns are tokio's.
+    pub(super) tokio: Option<Arc<ShardedInner>>,
     /// Size at which dead entries of `all` are swept next.
     sweep_at: usize,
     /// Size at which dead entries of `sharded` are swept next.
