@@ -1,5 +1,7 @@
-//! An axum app on fairloop that calls another service with reqwest
-//! (feature `tokio-compat`), stopping gracefully on SIGTERM or Ctrl-C.
+//! An axum app on fairloop that calls another service with reqwest,
+//! stopping gracefully on SIGTERM or Ctrl-C. It runs on
+//! `Builder::tokio_compat(true)`; its cargo feature `tokio-ecosystem` is
+//! `tokio-compat` plus axum and reqwest.
 //!
 //! axum, tower and reqwest are tokio libraries: reqwest's connections are
 //! `tokio::net::TcpStream`s, its pool runs `tokio::spawn`ed tasks and its
@@ -40,7 +42,7 @@
 //! exits with status 0 once they have (at most 10 s).
 //!
 //! ```text
-//! cargo run --release --features tokio-compat --example axum_app -- [ADDR]
+//! cargo run --release --features tokio-ecosystem --example axum_app -- [ADDR]
 //!     [--upstream ADDR] [--cores N] [--no-pin] [--selftest]
 //! curl -s 'localhost:3000/greet/ada?lang=fr,de,es'
 //! ```

@@ -1,4 +1,4 @@
-//! The `axum_app` example (feature `tokio-compat`) in a child process: its
+//! The `axum_app` example (feature `tokio-ecosystem`) in a child process: its
 //! `--selftest` passes and exits 0, and served without it, SIGTERM stops it
 //! gracefully: listeners close, an idle keep-alive connection is closed,
 //! nothing is cancelled and the exit status is 0.

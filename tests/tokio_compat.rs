@@ -325,6 +325,52 @@ fn graceful_shutdown_is_not_held_up_by_the_pump() {
 }
 
 #[test]
+fn a_stop_counts_the_tokio_tasks_it_drops() {
+    with_timeout(T, || {
+        let rt = compat_rt(2);
+        let finished = Arc::new(AtomicUsize::new(0));
+        let f = finished.clone();
+        rt.block_on(rt.spawn_on(1, async move {
+            // One detached tokio task that outlives the drain, and one
+            // that a fairloop task awaits (which the drain waits for).
+            tokio::spawn(async {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            });
+            let awaited = tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                f.fetch_add(1, Ordering::SeqCst);
+            });
+            fairloop::spawn(async move { awaited.await.unwrap() }).detach();
+        }))
+        .unwrap();
+        let report = rt.shutdown_graceful(Duration::from_secs(20));
+        assert!(report.drained, "{report:?}");
+        assert_eq!(finished.load(Ordering::SeqCst), 1, "{report:?}");
+        assert_eq!((report.completed, report.cancelled), (1, 0), "{report:?}");
+        assert_eq!(report.tokio_dropped, 1, "{report:?}");
+    });
+}
+
+#[test]
+fn spawn_blocking_closures_run_in_their_cores_tokio_context() {
+    with_timeout(T, || {
+        let rt = compat_rt(2);
+        let out = rt
+            .block_on(rt.spawn_on(1, async {
+                fairloop::task::spawn_blocking(|| {
+                    let handle = tokio::runtime::Handle::try_current().expect("tokio context");
+                    handle.block_on(handle.spawn(async { (thread_name(), core_id()) }))
+                })
+                .await
+                .unwrap()
+            }))
+            .unwrap()
+            .expect("the tokio task");
+        assert_eq!(out, ("fairloop-core-1".to_owned(), 1));
+    });
+}
+
+#[test]
 fn without_compat_tokio_panics_with_its_own_message() {
     with_timeout(T, || {
         let rt = Runtime::builder()

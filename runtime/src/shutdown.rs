@@ -87,6 +87,13 @@ pub struct ShutdownReport {
     /// (see [`STOP_LIMIT`]). When `false`, the counts miss the tasks those
     /// cores had not dropped yet.
     pub stopped: bool,
+    /// With `Builder::tokio_compat`: the tasks of the cores' tokio runtimes
+    /// (started with `tokio::spawn`) that were still alive when their core
+    /// stopped, and were dropped with it. They are not part of the drain
+    /// (fairloop does not know them; a connection pool's tasks live as
+    /// long as the pool), nor of `completed` or `cancelled`: a task that
+    /// must finish belongs in a fairloop task, or awaited by one.
+    pub tokio_dropped: usize,
 }
 
 /// A future that resolves once a shutdown of the caller's runtime has
@@ -215,6 +222,8 @@ pub(crate) struct Lifecycle {
     counting: AtomicBool,
     completed: AtomicUsize,
     cancelled: AtomicUsize,
+    /// See [`ShutdownReport::tokio_dropped`].
+    pub(crate) tokio_dropped: AtomicUsize,
     /// The thread waiting in [`RuntimeInner::drain`].
     drainer: Mutex<Option<Thread>>,
 }
@@ -227,6 +236,7 @@ impl Lifecycle {
             counting: AtomicBool::new(false),
             completed: AtomicUsize::new(0),
             cancelled: AtomicUsize::new(0),
+            tokio_dropped: AtomicUsize::new(0),
             drainer: Mutex::new(None),
         }
     }
@@ -333,6 +343,7 @@ impl RuntimeInner {
             cancelled: self.lifecycle.cancelled.load(Ordering::SeqCst),
             drained,
             stopped,
+            tokio_dropped: self.lifecycle.tokio_dropped.load(Ordering::SeqCst),
         }
     }
 }

@@ -60,6 +60,11 @@ pub(crate) struct Remote {
     /// The core's busiest partitions, most busy first, as it last published
     /// them (every 10 ms).
     pub(crate) leaders: Mutex<Vec<Weak<PartitionInner>>>,
+    /// With `Builder::tokio_compat`: the handle of the tokio runtime the
+    /// core drives, entered by the `spawn_blocking` closures of its
+    /// partitions (so tokio calls work there as in its tasks).
+    #[cfg(feature = "tokio-compat")]
+    pub(crate) tokio: std::sync::OnceLock<tokio::runtime::Handle>,
 }
 
 impl Remote {
@@ -83,6 +88,8 @@ impl Remote {
             registrations: Arc::new(Registrations::new(poll.registry().try_clone()?)),
             exited: Mutex::new(false),
             leaders: Mutex::new(Vec::new()),
+            #[cfg(feature = "tokio-compat")]
+            tokio: std::sync::OnceLock::new(),
         };
         Ok((remote, rx))
     }

@@ -332,6 +332,7 @@ impl CoreTokio {
             // drops before `run` returns, while the reactor is alive.
             unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }?
         };
+        let _ = core.remote().tokio.set(runtime.handle().clone());
         let shard = core
             .runtime
             .tokio_shard(core.index)
@@ -363,8 +364,14 @@ impl CoreTokio {
         // The loop manages its own budget; tokio's cooperative budget
         // would count every fairloop task's tokio calls against one poll.
         runtime.block_on(tokio::task::unconstrained(core_loop));
-        // Drops tokio's tasks here and now; its blocking threads finish on
-        // their own (a stop must not wait for them).
+        // Drops tokio's tasks here and now, counted for the shutdown's
+        // report; its blocking threads finish on their own (a stop must not
+        // wait for them).
+        let alive = runtime.metrics().num_alive_tasks();
+        core.runtime
+            .lifecycle
+            .tokio_dropped
+            .fetch_add(alive, std::sync::atomic::Ordering::SeqCst);
         runtime.shutdown_background();
         core.shutdown();
     }

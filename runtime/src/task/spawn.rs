@@ -135,6 +135,10 @@ pub fn core_id() -> usize {
 /// calling partition. A panic in `f` is reported by the handle's
 /// [`JoinError::is_panic`]. Aborting the handle stops waiting, not `f`.
 ///
+/// With `Builder::tokio_compat`, `f` runs inside the tokio context of the
+/// core that owns the partition (`tokio::runtime::Handle::current()` and
+/// `tokio::spawn` work there, as in its tasks).
+///
 /// # Panics
 /// When called from a thread that no fairloop runtime runs.
 #[track_caller]
@@ -150,6 +154,12 @@ where
     };
     let context = p.clone();
     let work = blocking::unblock(move || {
+        // With `tokio_compat`, tokio's context too: that of the core that
+        // owns the partition now.
+        #[cfg(feature = "tokio-compat")]
+        let tokio = context.runtime.remote(context.owner()).tokio.get().cloned();
+        #[cfg(feature = "tokio-compat")]
+        let _tokio = tokio.as_ref().map(|h| h.enter());
         let _guard = BlockingGuard::enter(context);
         catch_unwind(AssertUnwindSafe(f))
     });
