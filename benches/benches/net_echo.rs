@@ -20,14 +20,20 @@
 //! (default 3) of measurement. `NET_REPEAT` (default 1) runs that many
 //! rounds of every row, rotating the order of the servers, and reports
 //! medians and ranges; ratios are taken within a round.
+//!
+//! `NET_ECHO_BUF=BYTES` gives every server that read buffer (`net_server
+//! echo RUNTIME --buf BYTES`; 4096 to 65536 are the issue's "reasonable
+//! user buffers"); unset, the servers use their default of 16 KiB.
+//!
+//! The client is [`fairloop_benches::net::load`] (shared with the HTTP
+//! benches' Rust client).
 
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use fairloop_benches::net::{loadavg, raise_nofile, secs_from_env, selected, Server};
-use fairloop_benches::{machine, quantile, us};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use fairloop_benches::net::{
+    env_usize, load, loadavg, raise_nofile, secs_from_env, selected, spread, Server,
+};
+use fairloop_benches::{machine, us};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_net_server");
 const RUNTIMES: [&str; 9] = [
@@ -42,10 +48,6 @@ const RUNTIMES: [&str; 9] = [
     "mio-eagain",
 ];
 const SIZES: [usize; 2] = [64, 1024];
-
-const WARMUP: u8 = 0;
-const MEASURE: u8 = 1;
-const STOP: u8 = 2;
 
 struct Row {
     runtime: &'static str,
@@ -70,13 +72,6 @@ impl Row {
     }
 }
 
-fn env_usize(var: &str, default: usize) -> usize {
-    std::env::var(var)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
     raise_nofile();
     let conns = env_usize("NET_CONNS", 64);
@@ -84,12 +79,16 @@ fn main() {
     let rounds = env_usize("NET_REPEAT", 1).max(1);
     let warmup = secs_from_env("NET_WARMUP", 0.5);
     let secs = secs_from_env("NET_SECS", 3.0);
+    let buf = std::env::var("NET_ECHO_BUF").ok().filter(|b| !b.is_empty());
     println!(
         "net_echo: {} | {conns} connections, client: tokio multi_thread with {threads} workers | \
-         {:.1} s warm-up + {:.1} s per row, {rounds} round(s) | load average before: {}",
+         {:.1} s warm-up + {:.1} s per row, {rounds} round(s) | server read buffer: {} | \
+         load average before: {}",
         machine(),
         warmup.as_secs_f64(),
         secs.as_secs_f64(),
+        buf.as_deref()
+            .map_or("16384 B (default)".into(), |b| format!("{b} B")),
         loadavg()
     );
     let mut rows = Vec::new();
@@ -105,7 +104,7 @@ fn main() {
                 if !built || !selected(&name) {
                     continue;
                 }
-                match run(runtime, size, conns, threads, warmup, secs) {
+                match run(runtime, size, buf.as_deref(), conns, threads, warmup, secs) {
                     Ok(mut r) => {
                         r.round = round;
                         println!(
@@ -188,114 +187,41 @@ fn main() {
     }
 }
 
-/// The median of `v`, and its range when there is more than one value.
-fn spread(v: &[f64], digits: usize) -> String {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    let med = if v.len() % 2 == 1 {
-        v[v.len() / 2]
-    } else {
-        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
-    };
-    if v.len() == 1 {
-        format!("{med:.digits$}")
-    } else {
-        format!(
-            "{med:.digits$} [{:.digits$}-{:.digits$}]",
-            v[0],
-            v[v.len() - 1]
-        )
-    }
-}
-
 fn run(
     runtime: &'static str,
     size: usize,
+    buf: Option<&str>,
     conns: usize,
     threads: usize,
     warmup: Duration,
     secs: Duration,
 ) -> std::io::Result<Row> {
-    let server = Server::start(SERVER, &["echo", runtime])?;
-    let addr = server.addrs[0];
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()?;
-    let phase = Arc::new(AtomicU8::new(WARMUP));
-    let clients = rt.block_on(async {
-        let mut clients = Vec::with_capacity(conns);
-        for c in 0..conns {
-            let s = tokio::net::TcpStream::connect(addr).await?;
-            s.set_nodelay(true)?;
-            let phase = phase.clone();
-            clients.push(tokio::spawn(client(s, c, size, phase)));
-        }
-        Ok::<_, std::io::Error>(clients)
-    })?;
-    std::thread::sleep(warmup);
-    let cpu0 = server.cpu_time();
-    let t0 = Instant::now();
-    phase.store(MEASURE, Ordering::Release);
-    std::thread::sleep(secs);
-    phase.store(STOP, Ordering::Release);
-    let elapsed = t0.elapsed();
-    let cpu1 = server.cpu_time();
-    let mut lat: Vec<Duration> = Vec::new();
-    rt.block_on(async {
-        for c in clients {
-            match c.await {
-                Ok(Ok(v)) => lat.extend(v.into_iter().map(|n| Duration::from_nanos(n as u64))),
-                Ok(Err(e)) => return Err(e),
-                Err(e) => return Err(std::io::Error::other(e)),
-            }
-        }
-        Ok(())
-    })?;
-    drop(rt);
+    let mut args = vec!["echo", runtime];
+    if let Some(b) = buf {
+        args.extend(["--buf", b]);
+    }
+    let server = Server::start(SERVER, &args)?;
+    let m = load::run(
+        &server,
+        server.addrs[0],
+        load::Work::Echo { size },
+        &load::Spec {
+            conns,
+            threads,
+            warmup,
+            secs,
+            per_thread: false,
+        },
+    )?;
     drop(server);
-    lat.sort_unstable();
     Ok(Row {
         runtime,
         round: 0,
         size,
-        requests: lat.len() as u64,
-        elapsed,
-        server_cpu: cpu1.saturating_sub(cpu0),
-        p50: quantile(&lat, 0.50),
-        p99: quantile(&lat, 0.99),
+        requests: m.requests,
+        elapsed: m.elapsed,
+        server_cpu: m.server_cpu,
+        p50: m.p50,
+        p99: m.p99,
     })
-}
-
-/// One connection: send, read the whole echo, check it, repeat; returns
-/// the latencies (ns) of the requests completed while measuring.
-async fn client(
-    mut s: tokio::net::TcpStream,
-    conn: usize,
-    size: usize,
-    phase: Arc<AtomicU8>,
-) -> std::io::Result<Vec<u32>> {
-    let msg: Vec<u8> = (0..size).map(|i| (i * 31 + conn * 7) as u8).collect();
-    let mut back = vec![0u8; size];
-    let mut lat = Vec::with_capacity(1 << 16);
-    loop {
-        let p = phase.load(Ordering::Acquire);
-        if p == STOP {
-            return Ok(lat);
-        }
-        let t = Instant::now();
-        s.write_all(&msg).await?;
-        s.read_exact(&mut back).await?;
-        let took = t.elapsed();
-        if back != msg {
-            return Err(std::io::Error::other(format!(
-                "connection {conn}: echo differs from what was sent"
-            )));
-        }
-        // Count a request only if it started and ended inside the window
-        // (edge effects: at most one request per connection at each end).
-        if p == MEASURE && phase.load(Ordering::Acquire) == MEASURE {
-            lat.push(took.as_nanos().min(u32::MAX as u128) as u32);
-        }
-    }
 }

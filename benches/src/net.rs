@@ -1,6 +1,8 @@
 //! Helpers of the networking benches: the server child process, its CPU
-//! time and RSS from `/proc`, file-descriptor limits, and the minimal
-//! HTTP/1.1 parsing that both HTTP servers and the client share.
+//! time and RSS from `/proc`, file-descriptor limits, the minimal
+//! HTTP/1.1 parsing that both HTTP servers and the client share, the
+//! closed-loop load generators ([`load`]: echo and HTTP `GET`, on tokio)
+//! and the `wrk` driver ([`wrk`]).
 //!
 //! Each networking bench is the *client* process; the server runs in a
 //! child process (`net_server`, a binary of this crate), so `/proc/<pid>`
@@ -10,6 +12,146 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::Duration;
+
+pub mod load;
+pub mod wrk;
+
+/// The body of the hyper servers' answer to `GET /` (`net_server hyper`).
+pub const HELLO: &[u8] = b"Hello, World!";
+
+/// One measurement of a server under load: what the client counted in its
+/// window, and the server's CPU time over it.
+#[derive(Clone, Debug, Default)]
+pub struct Measured {
+    /// Requests completed in the client's window.
+    pub requests: u64,
+    /// The client's measurement window.
+    pub elapsed: Duration,
+    /// Wall time between the two readings of the server's CPU time (the
+    /// window, or for wrk the whole wrk process).
+    pub cpu_wall: Duration,
+    /// Server CPU time (user + system, all threads) over `cpu_wall`.
+    pub server_cpu: Duration,
+    /// Per server thread, largest first (empty unless asked for).
+    pub thread_cpu: Vec<Duration>,
+    /// Latency percentiles of one request.
+    pub p50: Duration,
+    /// See `p50`.
+    pub p99: Duration,
+    /// Anything the client reported as wrong (wrk's error lines).
+    pub note: String,
+}
+
+impl Measured {
+    /// Requests per second of the client's window.
+    pub fn rps(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+    /// Requests per second of server CPU time.
+    pub fn per_cpu(&self) -> f64 {
+        self.requests as f64 / self.server_cpu.as_secs_f64().max(1e-9)
+    }
+    /// Server CPU seconds per second (1.0 = one core busy).
+    pub fn cpu_share(&self) -> f64 {
+        self.server_cpu.as_secs_f64() / self.cpu_wall.as_secs_f64().max(1e-9)
+    }
+    /// Each server thread's CPU seconds per second, largest first, those
+    /// above 0.01 only: `0.98 0.41`.
+    pub fn threads_share(&self) -> String {
+        let wall = self.cpu_wall.as_secs_f64().max(1e-9);
+        let v: Vec<String> = self
+            .thread_cpu
+            .iter()
+            .map(|t| t.as_secs_f64() / wall)
+            .filter(|s| *s >= 0.01)
+            .map(|s| format!("{s:.2}"))
+            .collect();
+        v.join(" ")
+    }
+}
+
+/// The client of the HTTP benches (`net_http`, `scaling`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HttpClient {
+    /// `wrk` with this many threads.
+    Wrk {
+        /// `wrk -t`.
+        threads: usize,
+    },
+    /// [`load`] with [`load::Work::Get`] on this many tokio workers.
+    Rust {
+        /// tokio worker threads.
+        threads: usize,
+    },
+}
+
+impl HttpClient {
+    /// wrk if it is on `PATH` and `NET_HTTP_CLIENT` is not `rust`, else the
+    /// Rust client (`NET_HTTP_CLIENT=wrk` without wrk is an error).
+    pub fn choose(wrk_threads: usize, rust_threads: usize) -> io::Result<HttpClient> {
+        let want = std::env::var("NET_HTTP_CLIENT").unwrap_or_default();
+        match want.as_str() {
+            "rust" => Ok(HttpClient::Rust {
+                threads: rust_threads,
+            }),
+            "wrk" if !wrk::available() => Err(io::Error::other(
+                "NET_HTTP_CLIENT=wrk but no wrk on PATH (apt-get install wrk)",
+            )),
+            "" | "wrk" if wrk::available() => Ok(HttpClient::Wrk {
+                threads: wrk_threads,
+            }),
+            "" => Ok(HttpClient::Rust {
+                threads: rust_threads,
+            }),
+            other => Err(io::Error::other(format!(
+                "NET_HTTP_CLIENT={other}: expected wrk or rust"
+            ))),
+        }
+    }
+
+    /// For the reports.
+    pub fn describe(&self, conns: usize) -> String {
+        match self {
+            HttpClient::Wrk { threads } => format!(
+                "wrk -t{threads} -c{conns} --latency (closed loop, one request in flight per connection)"
+            ),
+            HttpClient::Rust { threads } => format!(
+                "Rust client: tokio multi_thread with {threads} workers, {conns} keep-alive connections, GET / back to back"
+            ),
+        }
+    }
+
+    /// Loads `server` (listening on `addr`) with `GET /` on `conns`
+    /// connections: `warmup`, then the measured `secs` (wrk rounds both up
+    /// to whole seconds).
+    pub fn measure(
+        &self,
+        server: &Server,
+        addr: SocketAddr,
+        conns: usize,
+        warmup: Duration,
+        secs: Duration,
+        per_thread: bool,
+    ) -> io::Result<Measured> {
+        match *self {
+            HttpClient::Wrk { threads } => {
+                wrk::measure(server, addr, threads, conns, warmup, secs, per_thread)
+            }
+            HttpClient::Rust { threads } => load::run(
+                server,
+                addr,
+                load::Work::Get,
+                &load::Spec {
+                    conns,
+                    threads,
+                    warmup,
+                    secs,
+                    per_thread,
+                },
+            ),
+        }
+    }
+}
 
 /// A server child process. It serves until its stdin closes, so it dies
 /// with the bench even if the bench is killed; dropping this kills it.
@@ -66,6 +208,45 @@ impl Server {
     pub fn rss(&self) -> u64 {
         rss_bytes(self.pid()).unwrap_or(0)
     }
+
+    /// The server's CPU time so far, in all and (when `per_thread`) per
+    /// live thread.
+    pub fn cpu_sample(&self, per_thread: bool) -> CpuSample {
+        CpuSample {
+            total: self.cpu_time(),
+            threads: if per_thread {
+                thread_cpu_times(self.pid()).unwrap_or_default()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+}
+
+/// A server's CPU time at one moment: [`Server::cpu_sample`].
+#[derive(Clone, Debug, Default)]
+pub struct CpuSample {
+    /// utime + stime of the whole process.
+    pub total: Duration,
+    /// (thread id, utime + stime) of each live thread, if asked for.
+    pub threads: Vec<(u32, Duration)>,
+}
+
+impl CpuSample {
+    /// The CPU time spent since `earlier`: in all, and per thread (threads
+    /// present in both samples), largest first.
+    pub fn since(&self, earlier: &CpuSample) -> (Duration, Vec<Duration>) {
+        let mut threads: Vec<Duration> = self
+            .threads
+            .iter()
+            .filter_map(|(tid, t)| {
+                let (_, t0) = earlier.threads.iter().find(|(e, _)| e == tid)?;
+                Some(t.saturating_sub(*t0))
+            })
+            .collect();
+        threads.sort_unstable_by(|a, b| b.cmp(a));
+        (self.total.saturating_sub(earlier.total), threads)
+    }
 }
 
 impl Drop for Server {
@@ -108,6 +289,26 @@ pub fn thread_cpu_time(name: &str) -> io::Result<Duration> {
         io::ErrorKind::NotFound,
         format!("no thread named {name:?} in this process"),
     ))
+}
+
+/// (thread id, utime + stime) of every live thread of process `pid`.
+pub fn thread_cpu_times(pid: u32) -> io::Result<Vec<(u32, Duration)>> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let dir = task?.path();
+        let Some(tid) = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse().ok())
+        else {
+            continue;
+        };
+        // A thread that exits between the listing and the read is skipped.
+        if let Ok(t) = stat_cpu_time(&dir.join("stat").to_string_lossy()) {
+            out.push((tid, t));
+        }
+    }
+    Ok(out)
 }
 
 /// utime + stime from a `/proc/.../stat` file.
@@ -177,6 +378,46 @@ pub fn secs_from_env(var: &str, default: f64) -> Duration {
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(default);
     Duration::from_secs_f64(s)
+}
+
+/// A count from the environment variable `var`, or `default`.
+pub fn env_usize(var: &str, default: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The median of `v` (the mean of the middle two for an even count; NaN
+/// if empty).
+pub fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// The median of `v` with `digits` decimals, and its range `[min-max]`
+/// when there is more than one value (the networking benches' cells).
+pub fn spread(v: &[f64], digits: usize) -> String {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return "-".into();
+    }
+    let med = median(&v);
+    if v.len() == 1 {
+        format!("{med:.digits$}")
+    } else {
+        format!(
+            "{med:.digits$} [{:.digits$}-{:.digits$}]",
+            v[0],
+            v[v.len() - 1]
+        )
+    }
 }
 
 /// Whether the bench's command-line filters (the arguments that are not
