@@ -3,7 +3,9 @@
 //!
 //! ```text
 //! net_server echo RUNTIME [--buf BYTES] [--addr ADDR]
+//! net_server echo fairloop|tokio --cores N [--buf BYTES] [--addr ADDR] [--pin]
 //! net_server http RUNTIME [--addr ADDR]
+//! net_server hyper RUNTIME [--cores N] [--addr ADDR] [--pin]
 //! ```
 //!
 //! `echo`: a TCP echo server on one core (one thread). `RUNTIME` is one of
@@ -23,6 +25,33 @@
 //! in an `api` partition and `/health` in a `healthcheck` partition with
 //! `.latency(1 ms)`; `tokio` (`current_thread`) runs the same handlers.
 //!
+//! `echo ... --cores N` (the `scaling` bench): the same echo on `N` cores.
+//! `fairloop` is sharded, the thread-per-core way: `cores(N)`, one
+//! `SO_REUSEPORT` listener per core (all bound before `ready`, so the
+//! kernel spreads connections over every core from the first), each served
+//! by `Runtime::run_on_shards` with a `spawn_local` task per connection, as
+//! `examples/echo.rs` does. `tokio` is `multi_thread` with `N` workers and
+//! one listener (its accept loop spawned on the workers). With `--cores 1`
+//! these are still the multi-core servers (a curve of one kind); without
+//! `--cores`, the one-core servers above.
+//!
+//! `hyper`: hyper 1.x serving HTTP/1.1 "hello" (`200 OK`, body
+//! `Hello, World!`, keep-alive) the way a user writes it: per accepted
+//! connection, `set_nodelay(true)`, then a task running
+//! `http1::Builder::new().serve_connection(io, service_fn(hello))` (no
+//! timer, no header timeout, hyper's defaults otherwise). `RUNTIME`:
+//! `fairloop` (the `TcpStream` handed to hyper as it is: fairloop's `hyper`
+//! feature implements `hyper::rt::{Read, Write}`), `fairloop-tokioio` (the
+//! stream in hyper-util's `TokioIo`, over fairloop's tokio IO traits), or
+//! `tokio` (`TcpStream` in `TokioIo`). Without `--cores`: one core,
+//! `cores(1)` with `fairloop::spawn` per connection / `current_thread`;
+//! with `--cores N`: sharded / `multi_thread(N)` as for `echo`.
+//! Connection errors are ignored (wrk drops its connections mid-request at
+//! the end of a run).
+//!
+//! fairloop's cores are unpinned (the bench machine is shared) unless
+//! `--pin` is given.
+//!
 //! The server prints `ready ADDR [ADDR]` on stdout once it listens (for
 //! `http`: the `/work` address, then the `/health` address) and serves
 //! until its stdin closes.
@@ -31,7 +60,7 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use fairloop_benches::net::{exit_when_stdin_closes, http, raise_nofile};
+use fairloop_benches::net::{exit_when_stdin_closes, http, raise_nofile, HELLO};
 
 /// Sub-tasks one `/work` request fans out into.
 const SUBTASKS: usize = 8;
@@ -41,15 +70,22 @@ const SUBTASK_ROUNDS: u32 = 140_000;
 
 fn main() -> io::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: net_server echo|http RUNTIME [--buf BYTES] [--addr ADDR]";
+    let usage = "usage: net_server echo|http|hyper RUNTIME [--buf BYTES] [--addr ADDR] \
+                 [--cores N] [--pin]";
     let (Some(kind), Some(runtime)) = (args.first(), args.get(1)) else {
         eprintln!("{usage}");
         std::process::exit(2);
     };
     let mut buf = 16 * 1024;
     let mut addr: SocketAddr = "127.0.0.1:0".parse().expect("an address");
+    let mut cores: Option<usize> = None;
+    let mut pin = false;
     let mut rest = args[2..].iter();
     while let Some(a) = rest.next() {
+        if a == "--pin" {
+            pin = true;
+            continue;
+        }
         let v = rest.next().unwrap_or_else(|| {
             eprintln!("{a} needs a value\n{usage}");
             std::process::exit(2)
@@ -57,6 +93,7 @@ fn main() -> io::Result<()> {
         match a.as_str() {
             "--buf" => buf = v.parse().expect("--buf BYTES"),
             "--addr" => addr = v.parse().expect("--addr ADDR"),
+            "--cores" => cores = Some(v.parse::<usize>().expect("--cores N").max(1)),
             _ => {
                 eprintln!("unknown argument {a}\n{usage}");
                 std::process::exit(2);
@@ -65,18 +102,31 @@ fn main() -> io::Result<()> {
     }
     raise_nofile();
     exit_when_stdin_closes();
-    match (kind.as_str(), runtime.as_str()) {
-        ("echo", "fairloop") => echo_fairloop::run(addr, buf, true),
-        ("echo", "fairloop-epoll") => echo_fairloop::run(addr, buf, false),
-        ("echo", "fairloop-compat") => echo_fairloop::run_compat(addr, buf),
-        ("echo", "tokio") => echo_tokio::run(addr, buf),
-        ("echo", "monoio-legacy") => echo_monoio::run_legacy(addr, buf),
-        ("echo", "monoio-uring") => echo_monoio::run_uring(addr, buf),
-        ("echo", "glommio") => echo_glommio::run(addr, buf),
-        ("echo", "mio") => echo_mio::run(addr, buf, false),
-        ("echo", "mio-eagain") => echo_mio::run(addr, buf, true),
-        ("http", "fairloop") => http_fairloop::run(addr),
-        ("http", "tokio") => http_tokio::run(addr),
+    match (kind.as_str(), runtime.as_str(), cores) {
+        ("echo", "fairloop", Some(n)) => echo_fairloop::run_sharded(addr, buf, n, pin),
+        ("echo", "tokio", Some(n)) => echo_tokio::run_multi(addr, buf, n),
+        ("echo", _, Some(_)) => {
+            eprintln!("--cores: echo servers fairloop and tokio only\n{usage}");
+            std::process::exit(2);
+        }
+        ("hyper", "fairloop", n) => hyper_fairloop::run(addr, n, pin, false),
+        ("hyper", "fairloop-tokioio", n) => hyper_fairloop::run(addr, n, pin, true),
+        ("hyper", "tokio", n) => hyper_tokio::run(addr, n),
+        (_, _, Some(_)) => {
+            eprintln!("--cores: echo and hyper servers only\n{usage}");
+            std::process::exit(2);
+        }
+        ("echo", "fairloop", None) => echo_fairloop::run(addr, buf, true),
+        ("echo", "fairloop-epoll", None) => echo_fairloop::run(addr, buf, false),
+        ("echo", "fairloop-compat", None) => echo_fairloop::run_compat(addr, buf),
+        ("echo", "tokio", None) => echo_tokio::run(addr, buf),
+        ("echo", "monoio-legacy", None) => echo_monoio::run_legacy(addr, buf),
+        ("echo", "monoio-uring", None) => echo_monoio::run_uring(addr, buf),
+        ("echo", "glommio", None) => echo_glommio::run(addr, buf),
+        ("echo", "mio", None) => echo_mio::run(addr, buf, false),
+        ("echo", "mio-eagain", None) => echo_mio::run(addr, buf, true),
+        ("http", "fairloop", None) => http_fairloop::run(addr),
+        ("http", "tokio", None) => http_tokio::run(addr),
         _ => {
             eprintln!("unknown server {kind} {runtime}\n{usage}");
             std::process::exit(2);
@@ -161,6 +211,13 @@ mod echo_fairloop {
         })
     }
 
+    /// The same echo, sharded over `cores` cores ([`shards::fairloop`]).
+    pub fn run_sharded(addr: SocketAddr, buf: usize, cores: usize, pin: bool) -> io::Result<()> {
+        super::shards::fairloop(addr, cores, pin, move |s| async move {
+            let _ = echo(s, buf).await;
+        })
+    }
+
     async fn echo(mut s: TcpStream, buf: usize) -> io::Result<()> {
         s.set_nodelay(true)?;
         let mut buf = vec![0u8; buf];
@@ -171,6 +228,95 @@ mod echo_fairloop {
             }
             s.write_all(&buf[..n]).await?;
         }
+    }
+}
+
+/// The multi-core servers' accept side: fairloop sharded, tokio
+/// `multi_thread` with one listener.
+mod shards {
+    use super::*;
+    use std::future::Future;
+    use std::sync::Mutex;
+
+    /// `cores` fairloop cores, one `SO_REUSEPORT` listener each, every
+    /// listener bound before `ready` (so connections spread over all of
+    /// them from the first); each core accepts on its own and serves every
+    /// connection in a `spawn_local` task running `conn(stream)`, as
+    /// `examples/echo.rs` does.
+    pub fn fairloop<F, Fut>(addr: SocketAddr, cores: usize, pin: bool, conn: F) -> io::Result<()>
+    where
+        F: Fn(fairloop::net::TcpStream) -> Fut + Send + Sync + Copy + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        use fairloop::net::TcpListener;
+        let rt = fairloop::Runtime::builder()
+            .cores(cores)
+            .pin_cores(pin)
+            .build()?;
+        if !rt.uses_io_uring() {
+            eprintln!("net_server: io_uring unavailable here; fairloop runs on epoll");
+        }
+        let first = TcpListener::bind_reuseport(addr)?;
+        let addr = first.local_addr()?;
+        let mut listeners = vec![Some(first)];
+        for _ in 1..rt.cores() {
+            listeners.push(Some(TcpListener::bind_reuseport(addr)?));
+        }
+        let listeners = Mutex::new(listeners);
+        ready(&[addr]);
+        rt.run_on_shards(move |core| {
+            let listener = listeners
+                .lock()
+                .unwrap()
+                .get_mut(core)
+                .and_then(Option::take);
+            async move {
+                let Some(listener) = listener else {
+                    eprintln!("net_server: no listener for core {core}");
+                    return;
+                };
+                loop {
+                    match listener.accept().await {
+                        Ok((s, _)) => fairloop::spawn_local(conn(s)).detach(),
+                        Err(e) => {
+                            eprintln!("net_server: accept (core {core}): {e}");
+                            fairloop::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// tokio `multi_thread` with `workers` workers and one listener, its
+    /// accept loop a task on the workers; each connection a
+    /// `tokio::spawn`ed `conn(stream)`.
+    pub fn tokio<F, Fut>(addr: SocketAddr, workers: usize, conn: F) -> io::Result<()>
+    where
+        F: Fn(tokio::net::TcpStream) -> Fut + Send + Copy + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let rt = fairloop_benches::tokio_multi_rt(workers);
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            ready(&[listener.local_addr()?]);
+            tokio::spawn(async move {
+                loop {
+                    match listener.accept().await {
+                        Ok((s, _)) => {
+                            tokio::spawn(conn(s));
+                        }
+                        Err(e) => {
+                            eprintln!("net_server: accept: {e}");
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
+                }
+            })
+            .await
+            .map_err(io::Error::other)
+        })
     }
 }
 
@@ -200,6 +346,13 @@ mod echo_tokio {
         })
     }
 
+    /// The same echo on `multi_thread(workers)` ([`shards::tokio`]).
+    pub fn run_multi(addr: SocketAddr, buf: usize, workers: usize) -> io::Result<()> {
+        super::shards::tokio(addr, workers, move |s| async move {
+            let _ = echo(s, buf).await;
+        })
+    }
+
     async fn echo(mut s: TcpStream, buf: usize) -> io::Result<()> {
         s.set_nodelay(true)?;
         let mut buf = vec![0u8; buf];
@@ -210,6 +363,109 @@ mod echo_tokio {
             }
             s.write_all(&buf[..n]).await?;
         }
+    }
+}
+
+/// hyper's "hello": what both runtimes serve.
+mod hello {
+    use super::*;
+    use http_body_util::Full;
+    use hyper::body::{Bytes, Incoming};
+    use hyper::server::conn::http1;
+    use hyper::service::service_fn;
+    use hyper::{Request, Response};
+    use std::convert::Infallible;
+
+    async fn hello(_req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+        Ok(Response::new(Full::new(Bytes::from_static(HELLO))))
+    }
+
+    /// Serves one connection until it closes; errors (a client gone
+    /// mid-request) end it quietly.
+    pub async fn serve<I>(io: I)
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+    {
+        let _ = http1::Builder::new()
+            .serve_connection(io, service_fn(hello))
+            .await;
+    }
+}
+
+mod hyper_fairloop {
+    use super::*;
+    use fairloop::net::{TcpListener, TcpStream};
+    use hyper_util::rt::TokioIo;
+
+    /// One core (`cores` `None`) or sharded; `tokioio`: the stream in
+    /// `TokioIo` rather than handed to hyper directly.
+    pub fn run(addr: SocketAddr, cores: Option<usize>, pin: bool, tokioio: bool) -> io::Result<()> {
+        if let Some(n) = cores {
+            return super::shards::fairloop(addr, n, pin, move |s| conn(s, tokioio));
+        }
+        let rt = fairloop::Runtime::builder()
+            .cores(1)
+            .pin_cores(pin)
+            .build()?;
+        if !rt.uses_io_uring() {
+            eprintln!("net_server: io_uring unavailable here; fairloop runs on epoll");
+        }
+        let listener = TcpListener::bind(addr)?;
+        ready(&[listener.local_addr()?]);
+        rt.block_on(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((s, _)) => fairloop::spawn(conn(s, tokioio)).detach(),
+                    Err(e) => {
+                        eprintln!("net_server: accept: {e}");
+                        fairloop::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+        })
+    }
+
+    async fn conn(s: TcpStream, tokioio: bool) {
+        let _ = s.set_nodelay(true);
+        if tokioio {
+            hello::serve(TokioIo::new(s)).await
+        } else {
+            hello::serve(s).await
+        }
+    }
+}
+
+mod hyper_tokio {
+    use super::*;
+    use hyper_util::rt::TokioIo;
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// `current_thread` (`workers` `None`) or `multi_thread(workers)`.
+    pub fn run(addr: SocketAddr, workers: Option<usize>) -> io::Result<()> {
+        if let Some(n) = workers {
+            return super::shards::tokio(addr, n, conn);
+        }
+        let rt = fairloop_benches::tokio_rt();
+        rt.block_on(async move {
+            let listener = TcpListener::bind(addr).await?;
+            ready(&[listener.local_addr()?]);
+            loop {
+                match listener.accept().await {
+                    Ok((s, _)) => {
+                        tokio::spawn(conn(s));
+                    }
+                    Err(e) => {
+                        eprintln!("net_server: accept: {e}");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+        })
+    }
+
+    async fn conn(s: TcpStream) {
+        let _ = s.set_nodelay(true);
+        hello::serve(TokioIo::new(s)).await
     }
 }
 
