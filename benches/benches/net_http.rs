@@ -1,0 +1,210 @@
+//! hyper 1.x "hello" on one server core: requests/s, requests per second
+//! of *server* CPU time, and latency, fairloop against tokio.
+//!
+//! The server is a child process (`net_server hyper RUNTIME`), one per
+//! row: hyper's HTTP/1.1 server answering `GET /` with `200 OK` and
+//! `Hello, World!`, keep-alive, written the way a user writes it (a task
+//! per connection running `http1::Builder::new().serve_connection(io,
+//! service_fn(hello))`, `TCP_NODELAY`). Rows:
+//!
+//! * `fairloop`: `cores(1)`, unpinned; fairloop's `TcpStream` handed to
+//!   hyper directly (the `hyper` feature's `hyper::rt::{Read, Write}`).
+//! * `tokio`: `current_thread`, the stream in hyper-util's `TokioIo`.
+//! * `fairloop-tokioio`: fairloop's stream in `TokioIo` (through the
+//!   `tokio` feature's traits): what the adapter costs, against `fairloop`.
+//!
+//! The client is `wrk -tT -cC -dDs --latency http://ADDR/` when `wrk` is on
+//! `PATH` (Debian's `wrk` package; `T` = `NET_HTTP_WRK_THREADS`, default 1;
+//! `C` = `NET_CONNS`, default 64), else, or with `NET_HTTP_CLIENT=rust`,
+//! a Rust client in this process (tokio `multi_thread` with
+//! `NET_CLIENT_THREADS` workers, default 2; `NET_CONNS` keep-alive
+//! connections each sending `GET /` back to back, every response parsed
+//! and checked, every request's latency recorded). Both are closed loops:
+//! one request in flight per connection. wrk costs far less CPU per request
+//! than the Rust client, so on a small machine it is the one that can keep
+//! a one-core server busy (see "server CPU" in the output: 1.00 is a
+//! saturated server).
+//!
+//! Each row: `NET_WARMUP` s of load (default 1; wrk rounds up to whole
+//! seconds), then `NET_SECS` s measured (default 5; whole seconds for wrk).
+//! The server's CPU time (utime + stime from `/proc/<pid>/stat`) is read
+//! just before and just after the measured client run; for wrk that spans
+//! the wrk process (its start and its 64 connects: milliseconds in
+//! seconds). Latency percentiles are wrk's `--latency` distribution, or
+//! the Rust client's own per-request figures (write to the last byte of
+//! the response).
+//!
+//! `NET_REPEAT` rounds (default 3), rotating the order of the servers;
+//! the table gives medians [min-max], the ratios are taken within a round
+//! (fairloop / peer for req/s and req/CPU-s, peer / fairloop for p99, so
+//! above 1.0 is fairloop better), then given as median [min-max].
+//!
+//! ```text
+//! cargo bench -p fairloop-benches --bench net_http [-- FILTER..]
+//! NET_HTTP_CLIENT=rust cargo bench -p fairloop-benches --bench net_http
+//! ```
+//!
+//! Filters pick rows by name (`fairloop`, `tokio`, `fairloop-tokioio`).
+//! The target (issue 12): fairloop ≥ 1.05× tokio in requests per server
+//! CPU-second, with a p99 no worse than tokio's.
+
+use std::time::Duration;
+
+use fairloop_benches::net::{
+    env_usize, loadavg, median, raise_nofile, secs_from_env, selected, spread, HttpClient,
+    Measured, Server,
+};
+use fairloop_benches::{machine, us};
+
+const SERVER: &str = env!("CARGO_BIN_EXE_net_server");
+const RUNTIMES: [&str; 3] = ["fairloop", "tokio", "fairloop-tokioio"];
+
+struct Row {
+    runtime: &'static str,
+    round: usize,
+    m: Measured,
+}
+
+fn main() {
+    raise_nofile();
+    let conns = env_usize("NET_CONNS", 64);
+    let rounds = env_usize("NET_REPEAT", 3).max(1);
+    let warmup = secs_from_env("NET_WARMUP", 1.0);
+    let secs = secs_from_env("NET_SECS", 5.0);
+    let client = match HttpClient::choose(
+        env_usize("NET_HTTP_WRK_THREADS", 1).max(1),
+        env_usize("NET_CLIENT_THREADS", 2).max(1),
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("net_http: {e}");
+            std::process::exit(2);
+        }
+    };
+    println!(
+        "net_http: {} | hyper \"hello\" on one server core | client: {} | \
+         {:.1} s warm-up + {:.1} s per row, {rounds} round(s) | load average before: {}",
+        machine(),
+        client.describe(conns),
+        warmup.as_secs_f64(),
+        secs.as_secs_f64(),
+        loadavg()
+    );
+    let mut rows = Vec::new();
+    for round in 0..rounds {
+        // Each round starts with a different server, so that no server
+        // always runs first (or last).
+        for k in 0..RUNTIMES.len() {
+            let runtime = RUNTIMES[(k + round) % RUNTIMES.len()];
+            if !selected(runtime) {
+                continue;
+            }
+            match run(runtime, &client, conns, warmup, secs) {
+                Ok(m) => {
+                    println!(
+                        "  round {round} {runtime:<17} {:>9.0} req/s  server CPU {:>5.2} s/s  \
+                         {:>9.0} req/CPU-s  p50 {:>7} µs  p99 {:>7} µs{}",
+                        m.rps(),
+                        m.cpu_share(),
+                        m.per_cpu(),
+                        us(m.p50),
+                        us(m.p99),
+                        if m.note.is_empty() {
+                            String::new()
+                        } else {
+                            format!("  ({})", m.note)
+                        }
+                    );
+                    rows.push(Row { runtime, round, m });
+                }
+                Err(e) => println!("  round {round} {runtime:<17} SKIPPED: {e}"),
+            }
+        }
+    }
+    println!("load average after: {}", loadavg());
+
+    println!();
+    println!("| server | req/s | req per server CPU-s | server CPU (s/s) | p50 µs | p99 µs |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for runtime in RUNTIMES {
+        let mine: Vec<&Measured> = rows
+            .iter()
+            .filter(|r| r.runtime == runtime)
+            .map(|r| &r.m)
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let col = |f: &dyn Fn(&Measured) -> f64, digits: usize| {
+            let v: Vec<f64> = mine.iter().map(|m| f(m)).collect();
+            spread(&v, digits)
+        };
+        println!(
+            "| {runtime} | {} | {} | {} | {} | {} |",
+            col(&|m| m.rps(), 0),
+            col(&|m| m.per_cpu(), 0),
+            col(&|m| m.cpu_share(), 2),
+            col(&|m| m.p50.as_secs_f64() * 1e6, 1),
+            col(&|m| m.p99.as_secs_f64() * 1e6, 1),
+        );
+    }
+    println!();
+    println!(
+        "ratios fairloop / peer, per round, median [min-max] (above 1.0: fairloop better; \
+         for p99 the ratio is peer / fairloop):"
+    );
+    for peer in RUNTIMES.iter().filter(|&&r| r != "fairloop") {
+        let pairs: Vec<(&Measured, &Measured)> = (0..rounds)
+            .filter_map(|round| {
+                let find = |name: &str| {
+                    rows.iter()
+                        .find(|r| r.runtime == name && r.round == round)
+                        .map(|r| &r.m)
+                };
+                Some((find("fairloop")?, find(peer)?))
+            })
+            .collect();
+        if pairs.is_empty() {
+            continue;
+        }
+        let ratios = |f: &dyn Fn(&Measured, &Measured) -> f64| -> Vec<f64> {
+            pairs.iter().map(|(a, b)| f(a, b)).collect()
+        };
+        let rps = ratios(&|f, p| f.rps() / p.rps());
+        let per_cpu = ratios(&|f, p| f.per_cpu() / p.per_cpu());
+        let p99 = ratios(&|f, p| p.p99.as_secs_f64() / f.p99.as_secs_f64().max(1e-12));
+        println!(
+            "  vs {peer:<17} req/s {}  req/CPU-s {}  p99 {}",
+            spread(&rps, 3),
+            spread(&per_cpu, 3),
+            spread(&p99, 3),
+        );
+        if *peer == "tokio" {
+            println!(
+                "  target (issue 12): req/CPU-s >= 1.05x tokio: {}; p99 no worse than tokio's: {} \
+                 (on the medians of the per-round ratios)",
+                yes_no(median(&per_cpu) >= 1.05),
+                yes_no(median(&p99) >= 1.0),
+            );
+        }
+    }
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "met"
+    } else {
+        "not met"
+    }
+}
+
+fn run(
+    runtime: &'static str,
+    client: &HttpClient,
+    conns: usize,
+    warmup: Duration,
+    secs: Duration,
+) -> std::io::Result<Measured> {
+    let server = Server::start(SERVER, &["hyper", runtime])?;
+    client.measure(&server, server.addrs[0], conns, warmup, secs, false)
+}
