@@ -22,8 +22,10 @@
 //! and checked, every request's latency recorded). Both are closed loops:
 //! one request in flight per connection. wrk costs far less CPU per request
 //! than the Rust client, so on a small machine it is the one that can keep
-//! a one-core server busy (see "server CPU" in the output: 1.00 is a
-//! saturated server).
+//! a one-core server busy. The per-round lines say who the bottleneck was:
+//! "server CPU" (1.00 is a saturated one-core server) and "client CPU"
+//! (wrk's, from `getrusage(RUSAGE_CHILDREN)`, or this process's; 1.00 per
+//! wrk thread is a saturated wrk).
 //!
 //! Each row: `NET_WARMUP` s of load (default 1; wrk rounds up to whole
 //! seconds), then `NET_SECS` s measured (default 5; whole seconds for wrk).
@@ -103,12 +105,13 @@ fn main() {
                 Ok(m) => {
                     println!(
                         "  round {round} {runtime:<17} {:>9.0} req/s  server CPU {:>5.2} s/s  \
-                         {:>9.0} req/CPU-s  p50 {:>7} µs  p99 {:>7} µs{}",
+                         {:>9.0} req/CPU-s  p50 {:>7} µs  p99 {:>7} µs  client CPU {:>4.2} s/s{}",
                         m.rps(),
                         m.cpu_share(),
                         m.per_cpu(),
                         us(m.p50),
                         us(m.p99),
+                        m.client_share(),
                         if m.note.is_empty() {
                             String::new()
                         } else {

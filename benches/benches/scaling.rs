@@ -39,7 +39,8 @@
 //! stime of the whole process from `/proc/<pid>/stat`; the per-round lines
 //! also give each server thread's CPU s/s (largest first, those above
 //! 0.01), which shows how evenly fairloop's `SO_REUSEPORT` shards share the
-//! connections. Core counts go up to `SCALE_MAX_CORES` (default `nproc`;
+//! connections, and the client's CPU s/s (wrk's, or this process's), which
+//! says when the client is the bottleneck. Core counts go up to `SCALE_MAX_CORES` (default `nproc`;
 //! the last count is `SCALE_MAX_CORES` itself when it is not a power of
 //! two). `NET_REPEAT` rounds (default 3), rotating the order of the
 //! runtimes; medians [min-max], ratios within a round.
@@ -164,12 +165,14 @@ fn main() {
                         Ok(m) => {
                             println!(
                                 "  round {round} {name:<20} {:>9.0} req/s  server CPU {:>5.2} s/s \
-                                 (threads {})  {:>9.0} req/CPU-s  p99 {:>8.1} µs{}",
+                                 (threads {})  {:>9.0} req/CPU-s  p99 {:>8.1} µs  \
+                                 client CPU {:.2} s/s{}",
                                 m.rps(),
                                 m.cpu_share(),
                                 m.threads_share(),
                                 m.per_cpu(),
                                 m.p99.as_secs_f64() * 1e6,
+                                m.client_share(),
                                 if m.note.is_empty() {
                                     String::new()
                                 } else {

@@ -34,6 +34,10 @@ pub struct Measured {
     pub server_cpu: Duration,
     /// Per server thread, largest first (empty unless asked for).
     pub thread_cpu: Vec<Duration>,
+    /// The client's own CPU time over `cpu_wall` (this process for the
+    /// Rust client, the wrk child for wrk): whether the *client* was the
+    /// bottleneck.
+    pub client_cpu: Duration,
     /// Latency percentiles of one request.
     pub p50: Duration,
     /// See `p50`.
@@ -54,6 +58,10 @@ impl Measured {
     /// Server CPU seconds per second (1.0 = one core busy).
     pub fn cpu_share(&self) -> f64 {
         self.server_cpu.as_secs_f64() / self.cpu_wall.as_secs_f64().max(1e-9)
+    }
+    /// Client CPU seconds per second.
+    pub fn client_share(&self) -> f64 {
+        self.client_cpu.as_secs_f64() / self.cpu_wall.as_secs_f64().max(1e-9)
     }
     /// Each server thread's CPU seconds per second, largest first, those
     /// above 0.01 only: `0.98 0.41`.
@@ -289,6 +297,25 @@ pub fn thread_cpu_time(name: &str) -> io::Result<Duration> {
         io::ErrorKind::NotFound,
         format!("no thread named {name:?} in this process"),
     ))
+}
+
+/// utime + stime of this process (`children: false`) or of its children
+/// that have exited and been waited for (`children: true`), from
+/// `getrusage`.
+pub fn rusage_cpu(children: bool) -> Duration {
+    // SAFETY: getrusage fills the struct; all-zero is a valid rusage.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let who = if children {
+        libc::RUSAGE_CHILDREN
+    } else {
+        libc::RUSAGE_SELF
+    };
+    // SAFETY: a valid `who` and a valid pointer.
+    if unsafe { libc::getrusage(who, &mut ru) } != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 /// (thread id, utime + stime) of every live thread of process `pid`.

@@ -71,11 +71,13 @@ pub fn run(server: &Server, addr: SocketAddr, work: Work, spec: &Spec) -> io::Re
     })?;
     std::thread::sleep(spec.warmup);
     let cpu0 = server.cpu_sample(spec.per_thread);
+    let client0 = super::rusage_cpu(false);
     let t0 = Instant::now();
     phase.store(MEASURE, Ordering::Release);
     std::thread::sleep(spec.secs);
     phase.store(STOP, Ordering::Release);
     let elapsed = t0.elapsed();
+    let client1 = super::rusage_cpu(false);
     let cpu1 = server.cpu_sample(spec.per_thread);
     let mut lat: Vec<Duration> = Vec::new();
     rt.block_on(async {
@@ -97,6 +99,7 @@ pub fn run(server: &Server, addr: SocketAddr, work: Work, spec: &Spec) -> io::Re
         cpu_wall: elapsed,
         server_cpu,
         thread_cpu,
+        client_cpu: client1.saturating_sub(client0),
         p50: crate::quantile(&lat, 0.50),
         p99: crate::quantile(&lat, 0.99),
         note: String::new(),

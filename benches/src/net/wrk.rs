@@ -88,17 +88,27 @@ pub fn measure(
         run(addr, threads, conns, whole_secs(warmup))?;
     }
     let cpu0 = server.cpu_sample(per_thread);
+    // wrk's CPU: the waited-for children's, which grows by wrk's alone (the
+    // server is not waited for until it is dropped).
+    let client0 = super::rusage_cpu(true);
     let t0 = Instant::now();
     let r = run(addr, threads, conns, whole_secs(secs))?;
     let cpu_wall = t0.elapsed();
+    let client1 = super::rusage_cpu(true);
     let cpu1 = server.cpu_sample(per_thread);
     let (server_cpu, thread_cpu) = cpu1.since(&cpu0);
     Ok(Measured {
         requests: r.requests,
-        elapsed: r.duration,
+        // `Requests/sec` has more digits than the run time wrk prints.
+        elapsed: if r.rps > 0.0 {
+            Duration::from_secs_f64(r.requests as f64 / r.rps)
+        } else {
+            r.duration
+        },
         cpu_wall,
         server_cpu,
         thread_cpu,
+        client_cpu: client1.saturating_sub(client0),
         p50: r.p50,
         p99: r.p99,
         note: r.errors,
