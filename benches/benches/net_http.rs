@@ -17,7 +17,7 @@
 //! `PATH` (Debian's `wrk` package; `T` = `NET_HTTP_WRK_THREADS`, default 1;
 //! `C` = `NET_CONNS`, default 64), else, or with `NET_HTTP_CLIENT=rust`,
 //! a Rust client in this process (tokio `multi_thread` with
-//! `NET_CLIENT_THREADS` workers, default 2; `NET_CONNS` keep-alive
+//! `NET_CLIENT_THREADS` workers, default 1, like wrk's; `NET_CONNS` keep-alive
 //! connections each sending `GET /` back to back, every response parsed
 //! and checked, every request's latency recorded). Both are closed loops:
 //! one request in flight per connection. wrk costs far less CPU per request
@@ -26,6 +26,18 @@
 //! "server CPU" (1.00 is a saturated one-core server) and "client CPU"
 //! (wrk's, from `getrusage(RUSAGE_CHILDREN)`, or this process's; 1.00 per
 //! wrk thread is a saturated wrk).
+//!
+//! **Client threads decide the ratio on a small machine.** On the 2-CPU
+//! VM, a one-thread client (wrk `-t1`, or `NET_CLIENT_THREADS=1`) and the
+//! one-core server each have a CPU; a two-thread client makes three
+//! runnable threads on two CPUs, and then every response tokio writes with
+//! its own `writev` wakes a client thread that preempts the server (tokio
+//! took ten times fairloop's involuntary context switches per request
+//! there), while fairloop submits a loop iteration's writes in one
+//! `io_uring_enter`. The two clients agree when their thread counts do
+//! (wrk `-t2` and the Rust client with 2 workers both put fairloop ahead;
+//! both with one thread put it level or behind), so the default is one
+//! thread for both: client and server do not compete for a CPU.
 //!
 //! Each row: `NET_WARMUP` s of load (default 1; wrk rounds up to whole
 //! seconds), then `NET_SECS` s measured (default 5; whole seconds for wrk).
@@ -75,7 +87,7 @@ fn main() {
     let secs = secs_from_env("NET_SECS", 5.0);
     let client = match HttpClient::choose(
         env_usize("NET_HTTP_WRK_THREADS", 1).max(1),
-        env_usize("NET_CLIENT_THREADS", 2).max(1),
+        env_usize("NET_CLIENT_THREADS", 1).max(1),
     ) {
         Ok(c) => c,
         Err(e) => {
