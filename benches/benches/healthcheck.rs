@@ -56,11 +56,28 @@ impl Outcome {
 // ---- fairloop ---------------------------------------------------------------
 
 fn run_fairloop(latency: Option<Duration>) -> Outcome {
-    let rt = fairloop_rt();
     let name = match latency {
         Some(l) => format!("fairloop, healthcheck .latency({} ms)", l.as_millis()),
         None => "fairloop, equal shares, no latency".to_string(),
     };
+    measure(&fairloop_rt(), name, latency, fl_healthcheck, fl_flood())
+}
+
+/// The scenario on a fairloop runtime: `check` in partition `healthcheck`
+/// (with `latency`, if any) beside `flood` in partition `api`, the check
+/// stopped when the flood ends.
+fn measure<H, HF, F>(
+    rt: &fairloop::Runtime,
+    name: String,
+    latency: Option<Duration>,
+    check: H,
+    flood: F,
+) -> Outcome
+where
+    H: FnOnce(Arc<AtomicBool>) -> HF + Send + 'static,
+    HF: std::future::Future<Output = Vec<Duration>> + Send + 'static,
+    F: std::future::Future<Output = (u64, Duration)> + Send + 'static,
+{
     let (lateness, completed, flood_time, p99) = rt.block_on(async move {
         let mut b = Partition::builder().name("healthcheck");
         if let Some(l) = latency {
@@ -68,8 +85,8 @@ fn run_fairloop(latency: Option<Duration>) -> Outcome {
         }
         let hc = b.build().expect("healthcheck partition");
         let stop = Arc::new(AtomicBool::new(false));
-        let check = hc.spawn(fl_healthcheck(stop.clone()));
-        let (completed, flood_time) = partition::spawn("api", fl_flood()).await.expect("flood ok");
+        let check = hc.spawn(check(stop.clone()));
+        let (completed, flood_time) = partition::spawn("api", flood).await.expect("flood ok");
         stop.store(true, Ordering::Release);
         let lateness = check.await.expect("healthcheck ok");
         (
@@ -107,36 +124,11 @@ fn run_fairloop_compat(tokio_timer: bool) -> Outcome {
         .expect("build a one-core fairloop runtime with tokio_compat");
     let timer = if tokio_timer { "tokio" } else { "fairloop" };
     let name = format!("fairloop+compat, tokio flood, hc {timer} timer");
-    let (lateness, completed, flood_time, p99) = rt.block_on(async move {
-        let hc = Partition::builder()
-            .name("healthcheck")
-            .latency(Duration::from_millis(1))
-            .build()
-            .expect("healthcheck partition");
-        let stop = Arc::new(AtomicBool::new(false));
-        let check = if tokio_timer {
-            hc.spawn(tk_healthcheck(stop.clone()))
-        } else {
-            hc.spawn(fl_healthcheck(stop.clone()))
-        };
-        let (completed, flood_time) = partition::spawn("api", tk_flood()).await.expect("flood ok");
-        stop.store(true, Ordering::Release);
-        let lateness = check.await.expect("healthcheck ok");
-        (
-            lateness,
-            completed,
-            flood_time,
-            hc.metrics().sched_delay_p99,
-        )
-    });
-    let mut lateness = lateness;
-    lateness.sort();
-    Outcome {
-        name,
-        lateness,
-        completed,
-        flood_time,
-        sched_delay_p99: Some(p99),
+    let latency = Some(Duration::from_millis(1));
+    if tokio_timer {
+        measure(&rt, name, latency, tk_healthcheck, tk_flood())
+    } else {
+        measure(&rt, name, latency, fl_healthcheck, tk_flood())
     }
 }
 
