@@ -57,18 +57,20 @@
 //! and the SIGTERM stop, in a child process.
 
 use std::collections::BTreeMap;
-use std::future::{poll_fn, Future};
 use std::io::{self, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::Poll;
 use std::thread;
 use std::time::{Duration, Instant};
 
 // Public for `tests/axum_app.rs`, which includes this file.
 #[path = "support/http_client.rs"]
 pub mod http_client;
+// The accept loop and connection that stop gracefully, shared with
+// `hyper_server`.
+#[path = "support/graceful.rs"]
+mod graceful;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -79,7 +81,7 @@ use fairloop::net::hyper::FairloopTimer;
 use fairloop::net::{TcpListener, TcpStream};
 use fairloop::partition::{self, Partition, Placement};
 use fairloop::signal::StopSignals;
-use fairloop::{shutdown, Runtime};
+use fairloop::Runtime;
 use hyper::server::conn::http1;
 use hyper_util::service::TowerToHyperService;
 use serde::{Deserialize, Serialize};
@@ -261,30 +263,14 @@ async fn start(addr: SocketAddr, upstream: SocketAddr) -> io::Result<(SocketAddr
 // ---- serving a Router on fairloop ----------------------------------------------
 
 /// Accepts connections and serves `router` on each, in its own task in the
-/// calling partition, until the runtime shuts down; then drops the
-/// listener (new connections are refused) and leaves the open connections
-/// to finish.
+/// calling partition, until the runtime shuts down
+/// ([`graceful::accept_until_shutdown`]); then drops the listener (new
+/// connections are refused) and leaves the open connections to finish.
 async fn accept_loop(listener: TcpListener, router: Router) {
-    let mut stop = pin!(shutdown::requested());
-    loop {
-        let mut accept = pin!(listener.accept());
-        let accepted = poll_fn(|cx| {
-            if stop.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(None);
-            }
-            accept.as_mut().poll(cx).map(Some)
-        })
-        .await;
-        match accepted {
-            None => break,
-            Some(Ok((stream, _peer))) => fairloop::spawn(serve(stream, router.clone())).detach(),
-            // Out of file descriptors and the like: back off, keep going.
-            Some(Err(e)) => {
-                eprintln!("axum_app: accept failed: {e}");
-                fairloop::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    }
+    graceful::accept_until_shutdown(&listener, "axum_app", |stream, _peer| {
+        fairloop::spawn(serve(stream, router.clone())).detach()
+    })
+    .await;
     drop(listener);
     if LISTENING.fetch_sub(1, Ordering::SeqCst) == 1 {
         println!("axum_app: stopped accepting on every listener");
@@ -295,28 +281,15 @@ async fn accept_loop(listener: TcpListener, router: Router) {
 /// goes to hyper as it is (it implements `hyper::rt::{Read, Write}`); the
 /// Router becomes a hyper service through hyper-util. Once the runtime
 /// shuts down, asks hyper to finish: the request in flight, if any, is
-/// answered, then the connection closes (an idle one at once).
+/// answered, then the connection closes (an idle one at once;
+/// [`graceful::serve_until_shutdown`]).
 async fn serve(stream: TcpStream, router: Router) {
     let _ = stream.set_nodelay(true);
-    let mut conn = pin!(http1::Builder::new()
+    let conn = pin!(http1::Builder::new()
         .timer(FairloopTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
         .serve_connection(stream, TowerToHyperService::new(router)));
-    let mut stop = pin!(shutdown::requested());
-    let finished = poll_fn(|cx| {
-        if let Poll::Ready(result) = conn.as_mut().poll(cx) {
-            return Poll::Ready(Some(result));
-        }
-        stop.as_mut().poll(cx).map(|()| None)
-    })
-    .await;
-    let result = match finished {
-        Some(result) => result,
-        None => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
+    let result = graceful::serve_until_shutdown(conn).await;
     if let Err(e) = result {
         // Timeouts and peers that vanish mid-request are routine.
         if !e.is_timeout() && !e.is_incomplete_message() {
