@@ -67,8 +67,8 @@ use std::time::{Duration, Instant};
 // Public for `tests/axum_app.rs`, which includes this file.
 #[path = "support/http_client.rs"]
 pub mod http_client;
-// The accept loop and connection that stop gracefully, shared with
-// `hyper_server`.
+// The graceful stop (signals, shutdown, the accept loop and connection),
+// shared with `hyper_server`.
 #[path = "support/graceful.rs"]
 mod graceful;
 
@@ -178,17 +178,12 @@ pub fn run(args: Vec<String>) -> io::Result<()> {
 
     let checked = match signals {
         None => run_selftest(addr),
-        Some(mut signals) => {
-            let why = rt.block_on(async move { signals.recv().await });
-            println!("axum_app: {why}: shutting down gracefully (deadline {SHUTDOWN_DEADLINE:?})");
+        Some(signals) => {
+            graceful::wait_for_stop_signal(&rt, signals, "axum_app", SHUTDOWN_DEADLINE);
             Ok(())
         }
     };
-    let report = rt.shutdown_graceful(SHUTDOWN_DEADLINE);
-    println!(
-        "axum_app: stopped: {} task(s) finished, {} cancelled at the deadline",
-        report.completed, report.cancelled
-    );
+    let report = graceful::shutdown_and_report(rt, "axum_app", SHUTDOWN_DEADLINE);
     checked?;
     if selftest {
         check(report.cancelled == 0, || {

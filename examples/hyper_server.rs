@@ -55,8 +55,8 @@ use std::time::{Duration, Instant};
 // Public for `tests/hyper_graceful.rs`, which includes this file.
 #[path = "support/http_client.rs"]
 pub mod http_client;
-// The accept loop and connection that stop gracefully, shared with
-// `axum_app`.
+// The graceful stop (signals, shutdown, the accept loop and connection),
+// shared with `axum_app`.
 #[path = "support/graceful.rs"]
 mod graceful;
 
@@ -143,7 +143,7 @@ pub fn run(args: Vec<String>) -> io::Result<()> {
     })?;
     // From here on SIGTERM and SIGINT no longer kill the process: they are
     // ours to handle, before anyone learns the address.
-    let mut signals = StopSignals::new()?;
+    let signals = StopSignals::new()?;
     println!(
         "hyper_server: listening on http://{addr}/ with a listener in each of {cores} partitions \
          (one per core){}",
@@ -157,15 +157,10 @@ pub fn run(args: Vec<String>) -> io::Result<()> {
     let selftest_result = if selftest {
         run_selftest(addr)
     } else {
-        let why = rt.block_on(async move { signals.recv().await });
-        println!("hyper_server: {why}: shutting down gracefully (deadline {SHUTDOWN_DEADLINE:?})");
+        graceful::wait_for_stop_signal(&rt, signals, "hyper_server", SHUTDOWN_DEADLINE);
         Ok(())
     };
-    let report = rt.shutdown_graceful(SHUTDOWN_DEADLINE);
-    println!(
-        "hyper_server: stopped: {} task(s) finished, {} cancelled at the deadline",
-        report.completed, report.cancelled
-    );
+    let report = graceful::shutdown_and_report(rt, "hyper_server", SHUTDOWN_DEADLINE);
     let selftest_result = selftest_result.and_then(|()| {
         check(report.drained && report.cancelled == 0, || {
             format!("the graceful shutdown left tasks to cancel: {report:?}")

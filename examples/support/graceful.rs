@@ -1,7 +1,9 @@
 //! The graceful stop the hyper examples share (`axum_app`, `hyper_server`):
-//! an accept loop that ends when the runtime's shutdown is requested, and a
-//! hyper connection that, at that point, finishes the request in flight and
-//! closes.
+//! waiting for SIGTERM or SIGINT, the runtime's graceful shutdown, an
+//! accept loop that ends when that shutdown is requested, and a hyper
+//! connection that, at that point, finishes the request in flight and
+//! closes. The lines printed here are the ones `tests/axum_app.rs` and
+//! `tests/hyper_graceful.rs` wait for.
 
 use std::error::Error;
 use std::future::{poll_fn, Future};
@@ -11,10 +13,30 @@ use std::task::Poll;
 use std::time::Duration;
 
 use fairloop::net::{TcpListener, TcpStream};
-use fairloop::shutdown;
+use fairloop::shutdown::{self, ShutdownReport};
+use fairloop::signal::StopSignals;
+use fairloop::Runtime;
 use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::HttpService;
+
+/// Blocks until `signals` gets SIGTERM or SIGINT, then says (after `who`)
+/// that the program shuts down gracefully within `deadline`.
+pub fn wait_for_stop_signal(rt: &Runtime, mut signals: StopSignals, who: &str, deadline: Duration) {
+    let why = rt.block_on(async move { signals.recv().await });
+    println!("{who}: {why}: shutting down gracefully (deadline {deadline:?})");
+}
+
+/// Shuts `rt` down gracefully within `deadline` and says (after `who`) how
+/// many tasks finished and how many were cancelled at the deadline.
+pub fn shutdown_and_report(rt: Runtime, who: &str, deadline: Duration) -> ShutdownReport {
+    let report = rt.shutdown_graceful(deadline);
+    println!(
+        "{who}: stopped: {} task(s) finished, {} cancelled at the deadline",
+        report.completed, report.cancelled
+    );
+    report
+}
 
 /// Accepts on `listener` until the runtime's shutdown is requested, handing
 /// each connection and its peer to `on_conn`. An accept error (out of file
