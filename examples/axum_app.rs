@@ -71,6 +71,12 @@ pub mod http_client;
 // shared with `hyper_server`.
 #[path = "support/graceful.rs"]
 mod graceful;
+// `check` and `connect` for the selftest, shared with `hyper_server`;
+// `connect` public for `tests/axum_app.rs`.
+#[path = "support/selftest.rs"]
+mod selftest;
+use selftest::check;
+pub use selftest::connect;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -557,22 +563,6 @@ fn run_selftest(addr: SocketAddr) -> io::Result<()> {
         t0.elapsed().as_secs_f64() * 1e3
     );
     Ok(())
-}
-
-fn check(ok: bool, what: impl FnOnce() -> String) -> io::Result<()> {
-    if ok {
-        Ok(())
-    } else {
-        Err(io::Error::other(format!("unexpected answer: {}", what())))
-    }
-}
-
-/// A blocking client connection with a read timeout.
-pub fn connect(addr: SocketAddr) -> io::Result<std::net::TcpStream> {
-    let c = std::net::TcpStream::connect(addr)?;
-    c.set_read_timeout(Some(Duration::from_secs(10)))?;
-    c.set_nodelay(true)?;
-    Ok(c)
 }
 
 /// `GET path` on a keep-alive connection: the status code and body.

@@ -59,6 +59,10 @@ pub mod http_client;
 // shared with `axum_app`.
 #[path = "support/graceful.rs"]
 mod graceful;
+// `check` and `connect` for the selftest, shared with `axum_app`.
+#[path = "support/selftest.rs"]
+mod selftest;
+use selftest::{check, connect};
 
 use fairloop::net::hyper::FairloopTimer;
 use fairloop::net::TcpListener;
@@ -353,21 +357,6 @@ fn run_selftest(addr: SocketAddr) -> io::Result<()> {
         waited.as_secs_f64() * 1e3
     );
     Ok(())
-}
-
-fn check(ok: bool, what: impl FnOnce() -> String) -> io::Result<()> {
-    if ok {
-        Ok(())
-    } else {
-        Err(io::Error::other(format!("unexpected answer: {}", what())))
-    }
-}
-
-fn connect(addr: SocketAddr) -> io::Result<std::net::TcpStream> {
-    let c = std::net::TcpStream::connect(addr)?;
-    c.set_read_timeout(Some(Duration::from_secs(10)))?;
-    c.set_nodelay(true)?;
-    Ok(c)
 }
 
 /// Sends one request and reads the response (which hyper gives a
