@@ -57,18 +57,26 @@
 //! and the SIGTERM stop, in a child process.
 
 use std::collections::BTreeMap;
-use std::future::{poll_fn, Future};
 use std::io::{self, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::Poll;
 use std::thread;
 use std::time::{Duration, Instant};
 
 // Public for `tests/axum_app.rs`, which includes this file.
 #[path = "support/http_client.rs"]
 pub mod http_client;
+// The graceful stop (signals, shutdown, the accept loop and connection),
+// shared with `hyper_server`.
+#[path = "support/graceful.rs"]
+mod graceful;
+// `check` and `connect` for the selftest, shared with `hyper_server`;
+// `connect` public for `tests/axum_app.rs`.
+#[path = "support/selftest.rs"]
+mod selftest;
+use selftest::check;
+pub use selftest::connect;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -79,7 +87,7 @@ use fairloop::net::hyper::FairloopTimer;
 use fairloop::net::{TcpListener, TcpStream};
 use fairloop::partition::{self, Partition, Placement};
 use fairloop::signal::StopSignals;
-use fairloop::{shutdown, Runtime};
+use fairloop::Runtime;
 use hyper::server::conn::http1;
 use hyper_util::service::TowerToHyperService;
 use serde::{Deserialize, Serialize};
@@ -176,17 +184,12 @@ pub fn run(args: Vec<String>) -> io::Result<()> {
 
     let checked = match signals {
         None => run_selftest(addr),
-        Some(mut signals) => {
-            let why = rt.block_on(async move { signals.recv().await });
-            println!("axum_app: {why}: shutting down gracefully (deadline {SHUTDOWN_DEADLINE:?})");
+        Some(signals) => {
+            graceful::wait_for_stop_signal(&rt, signals, "axum_app", SHUTDOWN_DEADLINE);
             Ok(())
         }
     };
-    let report = rt.shutdown_graceful(SHUTDOWN_DEADLINE);
-    println!(
-        "axum_app: stopped: {} task(s) finished, {} cancelled at the deadline",
-        report.completed, report.cancelled
-    );
+    let report = graceful::shutdown_and_report(rt, "axum_app", SHUTDOWN_DEADLINE);
     checked?;
     if selftest {
         check(report.cancelled == 0, || {
@@ -261,30 +264,14 @@ async fn start(addr: SocketAddr, upstream: SocketAddr) -> io::Result<(SocketAddr
 // ---- serving a Router on fairloop ----------------------------------------------
 
 /// Accepts connections and serves `router` on each, in its own task in the
-/// calling partition, until the runtime shuts down; then drops the
-/// listener (new connections are refused) and leaves the open connections
-/// to finish.
+/// calling partition, until the runtime shuts down
+/// ([`graceful::accept_until_shutdown`]); then drops the listener (new
+/// connections are refused) and leaves the open connections to finish.
 async fn accept_loop(listener: TcpListener, router: Router) {
-    let mut stop = pin!(shutdown::requested());
-    loop {
-        let mut accept = pin!(listener.accept());
-        let accepted = poll_fn(|cx| {
-            if stop.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(None);
-            }
-            accept.as_mut().poll(cx).map(Some)
-        })
-        .await;
-        match accepted {
-            None => break,
-            Some(Ok((stream, _peer))) => fairloop::spawn(serve(stream, router.clone())).detach(),
-            // Out of file descriptors and the like: back off, keep going.
-            Some(Err(e)) => {
-                eprintln!("axum_app: accept failed: {e}");
-                fairloop::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    }
+    graceful::accept_until_shutdown(&listener, "axum_app", |stream, _peer| {
+        fairloop::spawn(serve(stream, router.clone())).detach()
+    })
+    .await;
     drop(listener);
     if LISTENING.fetch_sub(1, Ordering::SeqCst) == 1 {
         println!("axum_app: stopped accepting on every listener");
@@ -295,28 +282,15 @@ async fn accept_loop(listener: TcpListener, router: Router) {
 /// goes to hyper as it is (it implements `hyper::rt::{Read, Write}`); the
 /// Router becomes a hyper service through hyper-util. Once the runtime
 /// shuts down, asks hyper to finish: the request in flight, if any, is
-/// answered, then the connection closes (an idle one at once).
+/// answered, then the connection closes (an idle one at once;
+/// [`graceful::serve_until_shutdown`]).
 async fn serve(stream: TcpStream, router: Router) {
     let _ = stream.set_nodelay(true);
-    let mut conn = pin!(http1::Builder::new()
+    let conn = pin!(http1::Builder::new()
         .timer(FairloopTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
         .serve_connection(stream, TowerToHyperService::new(router)));
-    let mut stop = pin!(shutdown::requested());
-    let finished = poll_fn(|cx| {
-        if let Poll::Ready(result) = conn.as_mut().poll(cx) {
-            return Poll::Ready(Some(result));
-        }
-        stop.as_mut().poll(cx).map(|()| None)
-    })
-    .await;
-    let result = match finished {
-        Some(result) => result,
-        None => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
+    let result = graceful::serve_until_shutdown(conn).await;
     if let Err(e) = result {
         // Timeouts and peers that vanish mid-request are routine.
         if !e.is_timeout() && !e.is_incomplete_message() {
@@ -589,22 +563,6 @@ fn run_selftest(addr: SocketAddr) -> io::Result<()> {
         t0.elapsed().as_secs_f64() * 1e3
     );
     Ok(())
-}
-
-fn check(ok: bool, what: impl FnOnce() -> String) -> io::Result<()> {
-    if ok {
-        Ok(())
-    } else {
-        Err(io::Error::other(format!("unexpected answer: {}", what())))
-    }
-}
-
-/// A blocking client connection with a read timeout.
-pub fn connect(addr: SocketAddr) -> io::Result<std::net::TcpStream> {
-    let c = std::net::TcpStream::connect(addr)?;
-    c.set_read_timeout(Some(Duration::from_secs(10)))?;
-    c.set_nodelay(true)?;
-    Ok(c)
 }
 
 /// `GET path` on a keep-alive connection: the status code and body.

@@ -44,25 +44,31 @@
 //! slow request.
 
 use std::convert::Infallible;
-use std::future::{poll_fn, Future};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
 use std::thread;
 use std::time::{Duration, Instant};
 
 // Public for `tests/hyper_graceful.rs`, which includes this file.
 #[path = "support/http_client.rs"]
 pub mod http_client;
+// The graceful stop (signals, shutdown, the accept loop and connection),
+// shared with `axum_app`.
+#[path = "support/graceful.rs"]
+mod graceful;
+// `check` and `connect` for the selftest, shared with `axum_app`.
+#[path = "support/selftest.rs"]
+mod selftest;
+use selftest::{check, connect};
 
 use fairloop::net::hyper::FairloopTimer;
 use fairloop::net::TcpListener;
 use fairloop::partition::{Partition, Placement};
 use fairloop::signal::StopSignals;
-use fairloop::{shutdown, time, Runtime};
+use fairloop::{time, Runtime};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
@@ -141,7 +147,7 @@ pub fn run(args: Vec<String>) -> io::Result<()> {
     })?;
     // From here on SIGTERM and SIGINT no longer kill the process: they are
     // ours to handle, before anyone learns the address.
-    let mut signals = StopSignals::new()?;
+    let signals = StopSignals::new()?;
     println!(
         "hyper_server: listening on http://{addr}/ with a listener in each of {cores} partitions \
          (one per core){}",
@@ -155,15 +161,10 @@ pub fn run(args: Vec<String>) -> io::Result<()> {
     let selftest_result = if selftest {
         run_selftest(addr)
     } else {
-        let why = rt.block_on(async move { signals.recv().await });
-        println!("hyper_server: {why}: shutting down gracefully (deadline {SHUTDOWN_DEADLINE:?})");
+        graceful::wait_for_stop_signal(&rt, signals, "hyper_server", SHUTDOWN_DEADLINE);
         Ok(())
     };
-    let report = rt.shutdown_graceful(SHUTDOWN_DEADLINE);
-    println!(
-        "hyper_server: stopped: {} task(s) finished, {} cancelled at the deadline",
-        report.completed, report.cancelled
-    );
+    let report = graceful::shutdown_and_report(rt, "hyper_server", SHUTDOWN_DEADLINE);
     let selftest_result = selftest_result.and_then(|()| {
         check(report.drained && report.cancelled == 0, || {
             format!("the graceful shutdown left tasks to cancel: {report:?}")
@@ -186,27 +187,10 @@ pub fn run(args: Vec<String>) -> io::Result<()> {
 
 /// Accepts connections and serves each in its own task, in the calling
 /// partition, until the runtime shuts down; then drops the listener (new
-/// connections are refused) and leaves the open connections to finish.
+/// connections are refused) and leaves the open connections to finish
+/// ([`graceful::accept_until_shutdown`]).
 async fn accept_loop(listener: TcpListener, direct: bool, listening: Arc<AtomicUsize>) {
-    let mut stop = pin!(shutdown::requested());
-    loop {
-        let mut accept = pin!(listener.accept());
-        let accepted = poll_fn(|cx| {
-            if stop.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(None);
-            }
-            accept.as_mut().poll(cx).map(Some)
-        })
-        .await;
-        let (stream, peer) = match accepted {
-            None => break,
-            Some(Ok(c)) => c,
-            Some(Err(e)) => {
-                eprintln!("hyper_server: accept failed: {e}");
-                time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
+    graceful::accept_until_shutdown(&listener, "hyper_server", |stream, peer| {
         OPEN_CONNECTIONS.fetch_add(1, Ordering::SeqCst);
         fairloop::spawn(async move {
             let _ = stream.set_nodelay(true);
@@ -224,7 +208,8 @@ async fn accept_loop(listener: TcpListener, direct: bool, listening: Arc<AtomicU
             OPEN_CONNECTIONS.fetch_sub(1, Ordering::SeqCst);
         })
         .detach();
-    }
+    })
+    .await;
     drop(listener);
     if listening.fetch_sub(1, Ordering::SeqCst) == 1 {
         println!(
@@ -237,30 +222,16 @@ async fn accept_loop(listener: TcpListener, direct: bool, listening: Arc<AtomicU
 /// Serves one connection with hyper's HTTP/1 server on fairloop's timer.
 /// Once the runtime shuts down, asks hyper to finish: the request in
 /// flight, if any, is answered, then the connection closes (an idle one at
-/// once).
+/// once; [`graceful::serve_until_shutdown`]).
 async fn serve<I>(io: I) -> hyper::Result<()>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin,
 {
-    let mut conn = pin!(http1::Builder::new()
+    let conn = pin!(http1::Builder::new()
         .timer(FairloopTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
         .serve_connection(io, service_fn(route)));
-    let mut stop = pin!(shutdown::requested());
-    let finished = poll_fn(|cx| {
-        if let Poll::Ready(result) = conn.as_mut().poll(cx) {
-            return Poll::Ready(Some(result));
-        }
-        stop.as_mut().poll(cx).map(|()| None)
-    })
-    .await;
-    match finished {
-        Some(result) => result,
-        None => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    }
+    graceful::serve_until_shutdown(conn).await
 }
 
 /// The request handler.
@@ -386,21 +357,6 @@ fn run_selftest(addr: SocketAddr) -> io::Result<()> {
         waited.as_secs_f64() * 1e3
     );
     Ok(())
-}
-
-fn check(ok: bool, what: impl FnOnce() -> String) -> io::Result<()> {
-    if ok {
-        Ok(())
-    } else {
-        Err(io::Error::other(format!("unexpected answer: {}", what())))
-    }
-}
-
-fn connect(addr: SocketAddr) -> io::Result<std::net::TcpStream> {
-    let c = std::net::TcpStream::connect(addr)?;
-    c.set_read_timeout(Some(Duration::from_secs(10)))?;
-    c.set_nodelay(true)?;
-    Ok(c)
 }
 
 /// Sends one request and reads the response (which hyper gives a

@@ -16,16 +16,15 @@ mod common;
 #[allow(dead_code)]
 mod axum_app;
 
-use std::io::{self, Read};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::mpsc::Receiver;
-use std::thread;
 use std::time::Duration;
 
-use child::{drive_or_kill, exits_0_within, wait_for};
+use child::{
+    addr_after, assert_idle_closed, assert_refused, drive_ignored_test, exit_with_parent,
+    exits_0_within, sigterm_until_stopped_accepting, wait_for,
+};
 use common::with_timeout;
-use rustix::process::{kill_process, Pid, Signal};
 
 const T: u64 = 90;
 
@@ -41,13 +40,7 @@ fn axum_app_child() {
         println!("axum_app_child runs only as the child of the axum_app tests");
         return;
     };
-    // Never outlive the parent: its end of our stdin closes when it exits,
-    // however it exits.
-    thread::spawn(|| {
-        let _ = io::copy(&mut io::stdin(), &mut io::sink());
-        eprintln!("axum_app child: the test is gone; exiting");
-        std::process::exit(2);
-    });
+    exit_with_parent("axum_app");
     let mut args = vec!["--cores", "2", "--no-pin"];
     if mode == "selftest" {
         args.push("--selftest");
@@ -59,21 +52,7 @@ fn axum_app_child() {
 
 /// Starts the child in `mode` and hands it to `drive`.
 fn with_child(mode: &str, drive: impl FnOnce(&mut Child, &Receiver<String>)) {
-    let mut child = Command::new(std::env::current_exe().expect("current_exe"))
-        .args([
-            "axum_app_child",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD, mode)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the child");
-    drive_or_kill(&mut child, drive);
+    drive_ignored_test("axum_app_child", (CHILD, mode), drive);
 }
 
 #[test]
@@ -93,13 +72,7 @@ fn selftest_passes_and_exits_0() {
 fn sigterm_stops_gracefully_and_exits_0() {
     with_timeout(T, || {
         with_child("serve", |child, lines| {
-            let listening = wait_for(lines, "listening on http://");
-            let addr: SocketAddr = listening
-                .split("http://")
-                .nth(1)
-                .and_then(|rest| rest.split('/').next())
-                .and_then(|a| a.parse().ok())
-                .unwrap_or_else(|| panic!("no address in {listening:?}"));
+            let addr = addr_after(&wait_for(lines, "listening on http://"), "http://");
 
             // Served, through upstream, and then left idle.
             let mut idle = axum_app::connect(addr).expect("connect");
@@ -109,20 +82,9 @@ fn sigterm_stops_gracefully_and_exits_0() {
             assert_eq!(g.served_by.partition, "app", "{g:?}");
             assert!(g.served_by.calls_on_same_core, "{g:?}");
 
-            kill_process(Pid::from_child(child), Signal::TERM).expect("send SIGTERM");
-            wait_for(lines, "SIGTERM: shutting down gracefully");
-            wait_for(lines, "stopped accepting on every listener");
-            match TcpStream::connect(addr) {
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
-                other => panic!("a new connection after SIGTERM: {other:?}"),
-            }
-            // The idle connection is closed without a response.
-            let mut rest = Vec::new();
-            match idle.read_to_end(&mut rest) {
-                Ok(_) => assert!(rest.is_empty(), "bytes on the idle connection: {rest:?}"),
-                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
-                Err(e) => panic!("the idle connection was not closed: {e}"),
-            }
+            sigterm_until_stopped_accepting(child, lines);
+            assert_refused(addr);
+            assert_idle_closed(&mut idle);
             exits_0_within(child, axum_app::SHUTDOWN_DEADLINE + Duration::from_secs(20));
             let stopped = wait_for(lines, "stopped: ");
             assert!(stopped.contains(" 0 cancelled"), "{stopped}");

@@ -17,19 +17,20 @@ mod common;
 #[allow(dead_code)]
 mod http_service;
 
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::process::Child;
 use std::sync::mpsc::Receiver;
-use std::thread;
 use std::time::Duration;
 
-use child::{drive_or_kill, exits_0_within, wait_for};
+use child::{
+    addr_after, assert_idle_closed, assert_refused, drive_ignored_test, exit_with_parent,
+    exits_0_within, sigterm_until_stopped_accepting, wait_for,
+};
 use common::with_timeout;
 use http_service::{
     connect, get, http_client, load, quantile, start, Config, HealthCore, Ports, SHUTDOWN_DEADLINE,
 };
-use rustix::process::{kill_process, Pid, Signal};
 
 const T: u64 = 60;
 
@@ -237,13 +238,7 @@ fn sigterm_child() {
         println!("sigterm_child runs only as the child of sigterm_finishes_the_request_in_flight");
         return;
     }
-    // Never outlive the parent: its end of our stdin closes when it exits,
-    // however it exits.
-    thread::spawn(|| {
-        let _ = io::copy(&mut io::stdin(), &mut io::sink());
-        eprintln!("http_service child: the test is gone; exiting");
-        std::process::exit(2);
-    });
+    exit_with_parent("http_service");
     let args = [
         "--cores",
         "3",
@@ -262,35 +257,16 @@ fn sigterm_child() {
 #[test]
 fn sigterm_finishes_the_request_in_flight_then_exits_0() {
     with_timeout(T, || {
-        let mut child = Command::new(std::env::current_exe().expect("current_exe"))
-            .args([
-                "sigterm_child",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD, "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the child");
-        drive_or_kill(&mut child, drive);
+        drive_ignored_test("sigterm_child", (CHILD, "1"), drive);
     });
 }
 
 fn drive(child: &mut Child, lines: &Receiver<String>) {
     let listening = wait_for(lines, "/work on ");
-    let after = |what: &str| -> SocketAddr {
-        listening
-            .split(what)
-            .nth(1)
-            .and_then(|rest| rest.split([',', ' ']).next())
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no address after {what:?} in {listening:?}"))
-    };
-    let (api, health) = (after("/work on "), after("/metrics on "));
+    let (api, health) = (
+        addr_after(&listening, "/work on "),
+        addr_after(&listening, "/metrics on "),
+    );
 
     // An idle keep-alive connection, and a slow request in flight.
     let mut idle = connect(api, Duration::from_secs(30)).expect("connect");
@@ -304,22 +280,11 @@ fn drive(child: &mut Child, lines: &Receiver<String>) {
     .expect("send the slow request");
     wait_for(lines, &format!("GET /slow/{SLOW_MS} started"));
 
-    kill_process(Pid::from_child(child), Signal::TERM).expect("send SIGTERM");
-    wait_for(lines, "SIGTERM: shutting down gracefully");
-    wait_for(lines, "stopped accepting on every listener");
-    for addr in [api, health] {
-        match TcpStream::connect(addr) {
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
-            other => panic!("a new connection to {addr} after SIGTERM: {other:?}"),
-        }
-    }
+    sigterm_until_stopped_accepting(child, lines);
+    assert_refused(api);
+    assert_refused(health);
     // The idle connection is closed without a response.
-    let mut rest = Vec::new();
-    match idle.read_to_end(&mut rest) {
-        Ok(_) => assert!(rest.is_empty(), "bytes on the idle connection: {rest:?}"),
-        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
-        Err(e) => panic!("the idle connection was not closed: {e}"),
-    }
+    assert_idle_closed(&mut idle);
     // The request in flight is answered in full, then the connection ends.
     let (code, body) = http_client::read_response(&mut slow).expect("the slow response");
     assert_eq!(code, 200, "{body:?}");

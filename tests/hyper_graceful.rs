@@ -16,16 +16,18 @@ mod child;
 #[allow(dead_code)]
 mod hyper_server;
 
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Child;
 use std::sync::mpsc::Receiver;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use child::{drive_or_kill, exits_0_within, wait_for};
+use child::{
+    addr_after, assert_refused, drive_self, exit_with_parent, exits_0_within,
+    sigterm_until_stopped_accepting, wait_for,
+};
 use hyper_server::http_client;
-use rustix::process::{kill_process, Pid, Signal};
 
 /// How long the slow request takes: long enough to still be in flight when
 /// the parent has checked that new connections are refused.
@@ -36,13 +38,7 @@ const LIMIT: Duration = Duration::from_secs(60);
 
 fn main() {
     if std::env::args().any(|a| a == "--child") {
-        // Never outlive the parent: its end of our stdin closes when it
-        // exits, however it exits.
-        thread::spawn(|| {
-            let _ = io::copy(&mut io::stdin(), &mut io::sink());
-            eprintln!("hyper_server child: the test is gone; exiting");
-            std::process::exit(2);
-        });
+        exit_with_parent("hyper_server");
         // The example's `main`, on a free port.
         match hyper_server::run(vec!["127.0.0.1:0".into()]) {
             Ok(()) => std::process::exit(0),
@@ -67,24 +63,11 @@ fn main() {
 }
 
 fn sigterm_finishes_the_request_in_flight_then_exits_0() {
-    let mut child = Command::new(std::env::current_exe().expect("current_exe"))
-        .arg("--child")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the child");
-    drive_or_kill(&mut child, drive);
+    drive_self(&["--child"], &[], drive);
 }
 
 fn drive(child: &mut Child, lines: &Receiver<String>) {
-    let listening = wait_for(lines, "listening on http://");
-    let addr: SocketAddr = listening
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {listening:?}"));
+    let addr = addr_after(&wait_for(lines, "listening on http://"), "http://");
 
     let mut slow = TcpStream::connect(addr).expect("connect");
     slow.set_read_timeout(Some(Duration::from_secs(30)))
@@ -96,13 +79,8 @@ fn drive(child: &mut Child, lines: &Receiver<String>) {
     .expect("send the slow request");
     wait_for(lines, &format!("GET /slow/{SLOW_MS} started"));
 
-    kill_process(Pid::from_child(child), Signal::TERM).expect("send SIGTERM");
-    wait_for(lines, "SIGTERM: shutting down gracefully");
-    wait_for(lines, "stopped accepting on every listener");
-    match TcpStream::connect(addr) {
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
-        other => panic!("a new connection after SIGTERM: {other:?}"),
-    }
+    sigterm_until_stopped_accepting(child, lines);
+    assert_refused(addr);
 
     let (code, body) = http_client::read_response(&mut slow).expect("the slow response");
     assert_eq!(code, 200, "{body:?}");

@@ -142,6 +142,52 @@ fn ready(addrs: &[SocketAddr]) {
     let _ = out.flush();
 }
 
+/// The single-listener accept loops every server below runs: accept
+/// forever, each connection a spawned task running `conn(stream)`; an
+/// accept error (out of fds, say) is logged and retried after 10 ms rather
+/// than ending the server. (Sharded fairloop accepts in [`shards::fairloop`].)
+mod accept {
+    use super::*;
+    use std::future::Future;
+
+    /// Each connection a detached `fairloop::spawn`ed task, so in the
+    /// partition of the task running this loop.
+    pub async fn fairloop<F, Fut>(listener: fairloop::net::TcpListener, conn: F)
+    where
+        F: Fn(fairloop::net::TcpStream) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        loop {
+            match listener.accept().await {
+                Ok((s, _)) => fairloop::spawn(conn(s)).detach(),
+                Err(e) => {
+                    eprintln!("net_server: accept: {e}");
+                    fairloop::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+
+    /// Each connection a `tokio::spawn`ed task.
+    pub async fn tokio<F, Fut>(listener: tokio::net::TcpListener, conn: F)
+    where
+        F: Fn(tokio::net::TcpStream) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        loop {
+            match listener.accept().await {
+                Ok((s, _)) => {
+                    tokio::spawn(conn(s));
+                }
+                Err(e) => {
+                    eprintln!("net_server: accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+}
+
 /// One `/work` sub-task: fixed CPU work.
 fn subtask(i: usize) -> u64 {
     fairloop_benches::cpu_work(SUBTASK_ROUNDS) ^ i as u64
@@ -195,20 +241,10 @@ mod echo_fairloop {
         }
         let listener = TcpListener::bind(addr)?;
         ready(&[listener.local_addr()?]);
-        rt.block_on(async move {
-            loop {
-                match listener.accept().await {
-                    Ok((s, _)) => fairloop::spawn(async move {
-                        let _ = echo(s, buf).await;
-                    })
-                    .detach(),
-                    Err(e) => {
-                        eprintln!("net_server: accept: {e}");
-                        fairloop::time::sleep(Duration::from_millis(10)).await;
-                    }
-                }
-            }
-        })
+        rt.block_on(accept::fairloop(listener, move |s| async move {
+            let _ = echo(s, buf).await;
+        }));
+        Ok(())
     }
 
     /// The same echo, sharded over `cores` cores ([`shards::fairloop`]).
@@ -301,21 +337,9 @@ mod shards {
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::bind(addr).await?;
             ready(&[listener.local_addr()?]);
-            tokio::spawn(async move {
-                loop {
-                    match listener.accept().await {
-                        Ok((s, _)) => {
-                            tokio::spawn(conn(s));
-                        }
-                        Err(e) => {
-                            eprintln!("net_server: accept: {e}");
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                        }
-                    }
-                }
-            })
-            .await
-            .map_err(io::Error::other)
+            tokio::spawn(accept::tokio(listener, conn))
+                .await
+                .map_err(io::Error::other)
         })
     }
 }
@@ -330,19 +354,11 @@ mod echo_tokio {
         rt.block_on(async move {
             let listener = TcpListener::bind(addr).await?;
             ready(&[listener.local_addr()?]);
-            loop {
-                match listener.accept().await {
-                    Ok((s, _)) => {
-                        tokio::spawn(async move {
-                            let _ = echo(s, buf).await;
-                        });
-                    }
-                    Err(e) => {
-                        eprintln!("net_server: accept: {e}");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                }
-            }
+            accept::tokio(listener, move |s| async move {
+                let _ = echo(s, buf).await;
+            })
+            .await;
+            Ok(())
         })
     }
 
@@ -412,17 +428,8 @@ mod hyper_fairloop {
         }
         let listener = TcpListener::bind(addr)?;
         ready(&[listener.local_addr()?]);
-        rt.block_on(async move {
-            loop {
-                match listener.accept().await {
-                    Ok((s, _)) => fairloop::spawn(conn(s, tokioio)).detach(),
-                    Err(e) => {
-                        eprintln!("net_server: accept: {e}");
-                        fairloop::time::sleep(Duration::from_millis(10)).await;
-                    }
-                }
-            }
-        })
+        rt.block_on(accept::fairloop(listener, move |s| conn(s, tokioio)));
+        Ok(())
     }
 
     async fn conn(s: TcpStream, tokioio: bool) {
@@ -449,17 +456,8 @@ mod hyper_tokio {
         rt.block_on(async move {
             let listener = TcpListener::bind(addr).await?;
             ready(&[listener.local_addr()?]);
-            loop {
-                match listener.accept().await {
-                    Ok((s, _)) => {
-                        tokio::spawn(conn(s));
-                    }
-                    Err(e) => {
-                        eprintln!("net_server: accept: {e}");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                }
-            }
+            accept::tokio(listener, conn).await;
+            Ok(())
         })
     }
 
@@ -747,25 +745,13 @@ mod http_fairloop {
                 .name("healthcheck")
                 .latency(Duration::from_millis(1))
                 .build()?;
-            let a = api.spawn(accept_loop(api_l));
-            let h = health.spawn(accept_loop(health_l));
+            // `fairloop::spawn` from a partition's task: each connection
+            // task (and its sub-tasks) stays in that partition.
+            let a = api.spawn(accept::fairloop(api_l, conn));
+            let h = health.spawn(accept::fairloop(health_l, conn));
             let _ = futures_lite::future::zip(a, h).await;
             Ok(())
         })
-    }
-
-    async fn accept_loop(l: TcpListener) {
-        loop {
-            match l.accept().await {
-                // `fairloop::spawn` from a partition's task: the connection
-                // task (and its sub-tasks) stay in that partition.
-                Ok((s, _)) => fairloop::spawn(conn(s)).detach(),
-                Err(e) => {
-                    eprintln!("net_server: accept: {e}");
-                    fairloop::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-        }
     }
 
     async fn conn(s: TcpStream) {
@@ -795,25 +781,11 @@ mod http_tokio {
             let api_l = TcpListener::bind(addr).await?;
             let health_l = TcpListener::bind(addr).await?;
             ready(&[api_l.local_addr()?, health_l.local_addr()?]);
-            let a = tokio::spawn(accept_loop(api_l));
-            let h = tokio::spawn(accept_loop(health_l));
+            let a = tokio::spawn(accept::tokio(api_l, conn));
+            let h = tokio::spawn(accept::tokio(health_l, conn));
             let _ = tokio::join!(a, h);
             Ok(())
         })
-    }
-
-    async fn accept_loop(l: TcpListener) {
-        loop {
-            match l.accept().await {
-                Ok((s, _)) => {
-                    tokio::spawn(conn(s));
-                }
-                Err(e) => {
-                    eprintln!("net_server: accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-        }
     }
 
     async fn conn(s: TcpStream) {

@@ -113,6 +113,29 @@ fn counts(p: u8, phase: &AtomicU8) -> bool {
     p == MEASURE && phase.load(Ordering::Acquire) == MEASURE
 }
 
+/// A client connection's loop, shared by [`echo_client`] and
+/// [`get_client`]: runs `request` (one request, returning the time its I/O
+/// took) until the phase is `STOP`; returns the latencies (ns) of the
+/// requests that [`counts`]. The callers pass an `async move` closure
+/// owning the connection's state: one that borrows it (and `&AtomicU8`
+/// here) makes the spawned future fail rustc's higher-ranked `Send` check.
+async fn drive(
+    phase: Arc<AtomicU8>,
+    mut request: impl AsyncFnMut() -> io::Result<Duration>,
+) -> io::Result<Vec<u32>> {
+    let mut lat = Vec::with_capacity(1 << 16);
+    loop {
+        let p = phase.load(Ordering::Acquire);
+        if p == STOP {
+            return Ok(lat);
+        }
+        let took = request().await?;
+        if counts(p, &phase) {
+            lat.push(took.as_nanos().min(u32::MAX as u128) as u32);
+        }
+    }
+}
+
 /// One echo connection: send, read the whole echo, check it, repeat;
 /// returns the latencies (ns) of the requests completed while measuring.
 async fn echo_client(
@@ -123,12 +146,7 @@ async fn echo_client(
 ) -> io::Result<Vec<u32>> {
     let msg: Vec<u8> = (0..size).map(|i| (i * 31 + conn * 7) as u8).collect();
     let mut back = vec![0u8; size];
-    let mut lat = Vec::with_capacity(1 << 16);
-    loop {
-        let p = phase.load(Ordering::Acquire);
-        if p == STOP {
-            return Ok(lat);
-        }
+    drive(phase, async move || {
         let t = Instant::now();
         s.write_all(&msg).await?;
         s.read_exact(&mut back).await?;
@@ -138,10 +156,9 @@ async fn echo_client(
                 "connection {conn}: echo differs from what was sent"
             )));
         }
-        if counts(p, &phase) {
-            lat.push(took.as_nanos().min(u32::MAX as u128) as u32);
-        }
-    }
+        Ok(took)
+    })
+    .await
 }
 
 /// One HTTP connection: `GET /`, read the whole response, check it,
@@ -155,12 +172,7 @@ async fn get_client(
     const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n";
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut chunk = vec![0u8; 4096];
-    let mut lat = Vec::with_capacity(1 << 16);
-    loop {
-        let p = phase.load(Ordering::Acquire);
-        if p == STOP {
-            return Ok(lat);
-        }
+    drive(phase, async move || {
         let t = Instant::now();
         s.write_all(REQUEST).await?;
         let (status, len) = loop {
@@ -184,8 +196,7 @@ async fn get_client(
             )));
         }
         buf.drain(..len);
-        if counts(p, &phase) {
-            lat.push(took.as_nanos().min(u32::MAX as u128) as u32);
-        }
-    }
+        Ok(took)
+    })
+    .await
 }
