@@ -144,22 +144,22 @@ impl Driver {
     /// without blocking: arms the timerfd for `deadline` and hands queued
     /// ring entries to the kernel. Returns the wakers of what completed
     /// meanwhile; if there are any, the core has work and must not block.
+    /// An error means the timerfd could not be armed: nothing would end
+    /// the other poller's wait on time, so it must not block at all.
     #[cfg(feature = "tokio-compat")]
-    pub(crate) fn prepare_external_park(&mut self, deadline: Option<Instant>) -> Vec<Waker> {
+    pub(crate) fn prepare_external_park(
+        &mut self,
+        deadline: Option<Instant>,
+    ) -> io::Result<Vec<Waker>> {
         if let Err(e) = self.arm(deadline) {
-            // Without the timerfd nothing would end the wait on time: do
-            // not let the other poller block at all.
             debug_assert!(false, "timerfd_settime failed: {e}");
-            return self.poll_now();
+            return Err(e);
         }
-        match self.ring.as_mut() {
-            Some(ring) if ring.unsubmitted() > 0 => {
-                let mut ready = Vec::new();
-                ring.poll_now(&mut ready);
-                ready
-            }
-            _ => Vec::new(),
+        let mut ready = Vec::new();
+        if let Some(ring) = self.ring.as_mut().filter(|r| r.unsubmitted() > 0) {
+            ring.poll_now(&mut ready);
         }
+        Ok(ready)
     }
 
     /// Blocks until a wakeup, IO readiness, or `deadline` if there is one;

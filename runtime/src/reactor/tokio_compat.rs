@@ -93,10 +93,9 @@ pub(crate) struct TokioState {
     pump: RefCell<Option<Waker>>,
     /// When tokio last had the thread (the core's clock).
     last_ran: Cell<Nanos>,
-    /// Whether the loop is parked in tokio (then `parked` holds the waker
-    /// of tokio's `block_on`).
-    is_parked: Cell<bool>,
-    parked: RefCell<Option<Waker>>,
+    /// While the loop is parked in tokio: the waker of tokio's
+    /// `block_on`.
+    parked: Cell<Option<Waker>>,
 }
 
 impl TokioState {
@@ -111,11 +110,16 @@ impl TokioState {
     /// if the loop is parked in tokio, tokio must poll it again.
     #[inline]
     pub(crate) fn wake_loop(&self) {
-        if self.is_parked.get() {
-            self.is_parked.set(false);
-            if let Some(w) = self.parked.borrow_mut().take() {
-                w.wake();
-            }
+        if let Some(w) = self.parked.take() {
+            w.wake();
+        }
+    }
+
+    /// Wakes the pump if it waits for its next trip.
+    fn wake_pump(&self) {
+        let pump = self.pump.borrow_mut().take();
+        if let Some(w) = pump {
+            w.wake();
         }
     }
 
@@ -124,10 +128,7 @@ impl TokioState {
     #[inline]
     pub(super) fn check_period(&self, now: Nanos) {
         if now.saturating_sub(self.last_ran.get()) >= PERIOD.as_nanos() as Nanos {
-            let pump = self.pump.borrow_mut().take();
-            if let Some(w) = pump {
-                w.wake();
-            }
+            self.wake_pump();
         }
     }
 
@@ -136,10 +137,7 @@ impl TokioState {
     fn came_back(&self, now: Nanos, busy: Duration) {
         self.last_ran.set(now);
         if busy >= BUSY {
-            let pump = self.pump.borrow_mut().take();
-            if let Some(w) = pump {
-                w.wake();
-            }
+            self.wake_pump();
         }
     }
 }
@@ -230,8 +228,7 @@ impl Future for CoreLoop {
             }
             Some((Away::Park { deadline }, since, parked)) => {
                 core.current.set(NO_TURN);
-                core.tokio.is_parked.set(false);
-                core.tokio.parked.borrow_mut().take();
+                core.tokio.parked.take();
                 let busy = Self::tokio_busy(since, parked);
                 if !busy.is_zero() {
                     // Not a turn: nobody waited for it. But it is the
@@ -255,7 +252,15 @@ impl Future for CoreLoop {
                     let Some(deadline) = core.prepare_park() else {
                         continue;
                     };
-                    let ready = core.driver.borrow_mut().prepare_external_park(deadline);
+                    let prepared = core.driver.borrow_mut().prepare_external_park(deadline);
+                    let Ok(ready) = prepared else {
+                        // No timerfd to end tokio's wait on time: come
+                        // back at once, and again, until the deadline (the
+                        // core's own park falls back to epoll's timeout).
+                        this.away = Some((Away::Park { deadline }, Instant::now(), parked_total()));
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    };
                     if !ready.is_empty() {
                         core.finish_park(ready, deadline);
                         continue;
@@ -268,8 +273,7 @@ impl Future for CoreLoop {
                             if let Some(key) = core.key_of(&this.shard) {
                                 core.current.set(key.index());
                             }
-                            core.tokio.is_parked.set(true);
-                            *core.tokio.parked.borrow_mut() = Some(cx.waker().clone());
+                            core.tokio.parked.set(Some(cx.waker().clone()));
                             this.away =
                                 Some((Away::Park { deadline }, Instant::now(), parked_total()));
                             return Poll::Pending;
