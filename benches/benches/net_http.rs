@@ -66,7 +66,7 @@ use std::time::Duration;
 
 use fairloop_benches::net::{
     env_usize, loadavg, median, raise_nofile, secs_from_env, selected, spread, HttpClient,
-    Measured, Server,
+    Measured, Ratios, Server,
 };
 use fairloop_benches::{machine, us};
 
@@ -182,24 +182,14 @@ fn main() {
         if pairs.is_empty() {
             continue;
         }
-        let ratios = |f: &dyn Fn(&Measured, &Measured) -> f64| -> Vec<f64> {
-            pairs.iter().map(|(a, b)| f(a, b)).collect()
-        };
-        let rps = ratios(&|f, p| f.rps() / p.rps());
-        let per_cpu = ratios(&|f, p| f.per_cpu() / p.per_cpu());
-        let p99 = ratios(&|f, p| p.p99.as_secs_f64() / f.p99.as_secs_f64().max(1e-12));
-        println!(
-            "  vs {peer:<17} req/s {}  req/CPU-s {}  p99 {}",
-            spread(&rps, 3),
-            spread(&per_cpu, 3),
-            spread(&p99, 3),
-        );
+        let ratios = Ratios::of(&pairs);
+        println!("  vs {peer:<17} {ratios}");
         if *peer == "tokio" {
             println!(
                 "  target (issue 12): req/CPU-s >= 1.05x tokio: {}; p99 no worse than tokio's: {} \
                  (on the medians of the per-round ratios)",
-                yes_no(median(&per_cpu) >= 1.05),
-                yes_no(median(&p99) >= 1.0),
+                yes_no(median(&ratios.per_cpu) >= 1.05),
+                yes_no(median(&ratios.p99) >= 1.0),
             );
         }
     }

@@ -58,7 +58,7 @@ use std::time::Duration;
 use fairloop_benches::machine;
 use fairloop_benches::net::{
     env_usize, load, loadavg, raise_nofile, secs_from_env, selected, spread, HttpClient, Measured,
-    Server,
+    Ratios, Server,
 };
 
 const SERVER: &str = env!("CARGO_BIN_EXE_net_server");
@@ -262,16 +262,7 @@ fn main() {
             if pairs.is_empty() {
                 continue;
             }
-            let ratio = |f: &dyn Fn(&Measured, &Measured) -> f64| {
-                let v: Vec<f64> = pairs.iter().map(|(a, b)| f(a, b)).collect();
-                spread(&v, 3)
-            };
-            println!(
-                "  {workload:<5} {cores:>2} core(s): req/s {}  req/CPU-s {}  p99 {}",
-                ratio(&|f, t| f.rps() / t.rps()),
-                ratio(&|f, t| f.per_cpu() / t.per_cpu()),
-                ratio(&|f, t| t.p99.as_secs_f64() / f.p99.as_secs_f64().max(1e-12)),
-            );
+            println!("  {workload:<5} {cores:>2} core(s): {}", Ratios::of(&pairs));
         }
     }
 }

@@ -427,6 +427,45 @@ pub fn median(v: &[f64]) -> f64 {
     }
 }
 
+/// The per-round ratios of fairloop's figures to a peer's, one pair of
+/// rows per round: requests/s and requests per server CPU-s as fairloop /
+/// peer, p99 as peer / fairloop, so that above 1.0 fairloop is better.
+/// Displayed as `req/s M [min-max]  req/CPU-s ..  p99 ..`.
+pub struct Ratios {
+    /// Requests per second, fairloop / peer.
+    pub rps: Vec<f64>,
+    /// Requests per server CPU-second, fairloop / peer.
+    pub per_cpu: Vec<f64>,
+    /// p99 latency, peer / fairloop.
+    pub p99: Vec<f64>,
+}
+
+impl Ratios {
+    /// The ratios of each `(fairloop, peer)` pair.
+    pub fn of(pairs: &[(&Measured, &Measured)]) -> Ratios {
+        let each = |f: &dyn Fn(&Measured, &Measured) -> f64| -> Vec<f64> {
+            pairs.iter().map(|(a, b)| f(a, b)).collect()
+        };
+        Ratios {
+            rps: each(&|f, p| f.rps() / p.rps()),
+            per_cpu: each(&|f, p| f.per_cpu() / p.per_cpu()),
+            p99: each(&|f, p| p.p99.as_secs_f64() / f.p99.as_secs_f64().max(1e-12)),
+        }
+    }
+}
+
+impl std::fmt::Display for Ratios {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "req/s {}  req/CPU-s {}  p99 {}",
+            spread(&self.rps, 3),
+            spread(&self.per_cpu, 3),
+            spread(&self.p99, 3)
+        )
+    }
+}
+
 /// The median of `v` with `digits` decimals, and its range `[min-max]`
 /// when there is more than one value (the networking benches' cells).
 pub fn spread(v: &[f64], digits: usize) -> String {
