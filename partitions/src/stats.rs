@@ -105,8 +105,8 @@ pub struct PartitionStats {
 /// A histogram's buckets, every one written: zeroed memory may come
 /// untouched from the OS, and each of its pages would otherwise fault
 /// (microseconds in a VM) on its first count, later, inside some turn.
-fn touched<const N: usize>() -> Box<[AtomicU64; N]> {
-    let h = Box::new([const { AtomicU64::new(0) }; N]);
+fn touched() -> Box<[AtomicU64; BUCKETS]> {
+    let h = Box::new([const { AtomicU64::new(0) }; BUCKETS]);
     for c in h.iter() {
         c.store(0, Relaxed);
     }
@@ -189,7 +189,7 @@ impl PartitionStats {
             }
             None => {
                 self.delay_buckets.get_or_init(|| {
-                    let h = touched::<BUCKETS>();
+                    let h = touched();
                     for b in buckets {
                         bump(&h[b], 1);
                     }
