@@ -131,6 +131,8 @@ fn memory_child(n: usize) -> String {
 
 struct Load {
     work: Vec<AtomicU64>,
+    /// Time spent inside `cpu_work`, all tenants together.
+    in_work_ns: AtomicU64,
     stop: AtomicBool,
     rounds: u32,
 }
@@ -139,6 +141,7 @@ impl Load {
     fn new(n: usize, rounds: u32) -> Arc<Self> {
         Arc::new(Load {
             work: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            in_work_ns: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             rounds,
         })
@@ -154,12 +157,24 @@ impl Load {
     fn total(&self) -> u64 {
         self.snapshot().iter().sum()
     }
+
+    /// One tenant's step: the work, timed, and its count.
+    fn step(&self, i: usize) {
+        let start = Instant::now();
+        cpu_work(self.rounds);
+        let took = start.elapsed().as_nanos() as u64;
+        self.in_work_ns.fetch_add(took, Ordering::Relaxed);
+        self.work[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn in_work(&self) -> Duration {
+        Duration::from_nanos(self.in_work_ns.load(Ordering::Relaxed))
+    }
 }
 
 async fn tenant(load: Arc<Load>, i: usize) {
     while !load.stop.load(Ordering::Relaxed) {
-        cpu_work(load.rounds);
-        load.work[i].fetch_add(1, Ordering::Relaxed);
+        load.step(i);
         fairloop::yield_now().await;
     }
 }
@@ -184,21 +199,35 @@ fn process_cpu() -> Duration {
     cpu_time(std::process::id()).expect("the process's CPU time")
 }
 
-/// Work per second and per CPU-second of the thread(s) `cpu` measures,
-/// from `done` work in `wall` and `used` CPU time.
-fn rates(done: u64, wall: Duration, used: Duration) -> (f64, f64) {
-    (
-        done as f64 / wall.as_secs_f64(),
-        done as f64 / used.as_secs_f64().max(1e-9),
-    )
+/// What a span of the load did.
+struct Rates {
+    /// Work per second.
+    per_s: f64,
+    /// Work per CPU-second of the thread(s) measured.
+    per_cpu_s: f64,
+    /// The share of that CPU time spent inside `cpu_work`: the rest is the
+    /// runtime's. Unlike the rates, it does not move when the VM runs
+    /// `cpu_work` itself faster or slower from one phase to the next.
+    in_work: f64,
+}
+
+/// The rates of `done` work and `in_work` time inside it, in `wall` and
+/// `used` CPU time.
+fn rates(done: u64, in_work: Duration, wall: Duration, used: Duration) -> Rates {
+    let used = used.as_secs_f64().max(1e-9);
+    Rates {
+        per_s: done as f64 / wall.as_secs_f64(),
+        per_cpu_s: done as f64 / used,
+        in_work: in_work.as_secs_f64() / used,
+    }
 }
 
 /// Watches the running tenants for whole windows spanning about `secs`;
 /// returns the worst window's Jain index and the work done per second and
 /// per CPU-second of the core.
-fn watch(load: &Load, secs: Duration) -> (f64, (f64, f64)) {
+fn watch(load: &Load, secs: Duration) -> (f64, Rates) {
     let start = Instant::now();
-    let cpu0 = core_cpu();
+    let (cpu0, in_work0) = (core_cpu(), load.in_work());
     let first = load.snapshot();
     let mut last = first.clone();
     let mut worst = f64::INFINITY;
@@ -212,25 +241,30 @@ fn watch(load: &Load, secs: Duration) -> (f64, (f64, f64)) {
         last = now;
     }
     let done: u64 = last.iter().zip(&first).map(|(a, b)| a - b).sum();
-    (worst, rates(done, start.elapsed(), core_cpu() - cpu0))
+    let in_work = load.in_work() - in_work0;
+    (
+        worst,
+        rates(done, in_work, start.elapsed(), core_cpu() - cpu0),
+    )
 }
 
 /// Work per second and per CPU-second (as `cpu` counts it) of `load` over
 /// `secs`, after 200 ms of warm-up.
-fn rate(load: &Load, secs: Duration, cpu: fn() -> Duration) -> (f64, f64) {
+fn rate(load: &Load, secs: Duration, cpu: fn() -> Duration) -> Rates {
     std::thread::sleep(Duration::from_millis(200));
-    let base = load.total();
+    let (base, in_work0) = (load.total(), load.in_work());
     let (start, cpu0) = (Instant::now(), cpu());
     std::thread::sleep(secs);
     let done = load.total() - base;
-    let r = rates(done, start.elapsed(), cpu() - cpu0);
+    let in_work = load.in_work() - in_work0;
+    let r = rates(done, in_work, start.elapsed(), cpu() - cpu0);
     load.stop.store(true, Ordering::Relaxed);
     r
 }
 
 /// The same tasks, all in one partition (the root): work per second and
 /// per CPU-second.
-fn one_partition(n: usize, rounds: u32, secs: Duration) -> (f64, f64) {
+fn one_partition(n: usize, rounds: u32, secs: Duration) -> Rates {
     let load = Load::new(n, rounds);
     let rt = fairloop_rt();
     for i in 0..n {
@@ -243,7 +277,7 @@ fn one_partition(n: usize, rounds: u32, secs: Duration) -> (f64, f64) {
 
 /// The same tasks on tokio `current_thread`: work per second and per
 /// CPU-second.
-fn on_tokio(n: usize, rounds: u32, secs: Duration) -> (f64, f64) {
+fn on_tokio(n: usize, rounds: u32, secs: Duration) -> Rates {
     let load = Load::new(n, rounds);
     let rt = tokio_rt();
     let watcher = {
@@ -256,8 +290,7 @@ fn on_tokio(n: usize, rounds: u32, secs: Duration) -> (f64, f64) {
                 let load = load.clone();
                 tokio::spawn(async move {
                     while !load.stop.load(Ordering::Relaxed) {
-                        cpu_work(load.rounds);
-                        load.work[i].fetch_add(1, Ordering::Relaxed);
+                        load.step(i);
                         tokio::task::yield_now().await;
                     }
                 })
@@ -325,18 +358,21 @@ fn run_child(n: usize, secs: Duration) -> String {
     let one = one_partition(n, rounds, secs);
     let tokio = on_tokio(n, rounds, secs);
     format!(
-        "{} {} {} {} {} {} {} {} {} {} {}",
+        "{} {} {} {} {} {} {} {} {} {} {} {} {} {}",
         creator_late.as_secs_f64() * 1e3,
         worst_jain,
-        work.0,
-        one.0,
-        tokio.0,
+        work.per_s,
+        one.per_s,
+        tokio.per_s,
         quantile(&late, 0.5).as_secs_f64() * 1e3,
         quantile(&late, 0.99).as_secs_f64() * 1e3,
         late.len(),
-        work.1,
-        one.1,
-        tokio.1,
+        work.per_cpu_s,
+        one.per_cpu_s,
+        tokio.per_cpu_s,
+        work.in_work,
+        one.in_work,
+        tokio.in_work,
     )
 }
 
@@ -402,9 +438,10 @@ fn main() {
     println!(
         "| tenants (medians of rounds) | creator late ms | worst 2 s Jain \
          | work per core CPU-s / one partition [range] | / tokio | per wall s / one partition \
-         | / tokio | sleeper late p50 ms | p99 ms | sleeps |"
+         | / tokio | core time in the work: tenants · one partition · tokio [ratio range] \
+         | sleeper late p50 ms | p99 ms | sleeps |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let rounds: usize = std::env::var("TENANTS_ROUNDS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -419,8 +456,10 @@ fn main() {
             (v[v.len() / 2], v[0], v[v.len() - 1])
         };
         let work = med(&|r| r[8] / r[9]);
+        let in_work = med(&|r| r[11] / r[12]);
         println!(
-            "| {n} | {} | {:.3} | {:.3} [{:.3}-{:.3}] | {:.3} | {:.3} | {:.3} | {} | {} | {} |",
+            "| {n} | {} | {:.3} | {:.3} [{:.3}-{:.3}] | {:.3} | {:.3} | {:.3} \
+             | {:.3} · {:.3} · {:.3} [{:.3}-{:.3}] | {} | {} | {} |",
             ms(Duration::from_secs_f64(med(&|r| r[0]).0 / 1e3)),
             med(&|r| r[1]).0,
             work.0,
@@ -429,6 +468,11 @@ fn main() {
             med(&|r| r[8] / r[10]).0,
             med(&|r| r[2] / r[3]).0,
             med(&|r| r[2] / r[4]).0,
+            med(&|r| r[11]).0,
+            med(&|r| r[12]).0,
+            med(&|r| r[13]).0,
+            in_work.1,
+            in_work.2,
             ms(Duration::from_secs_f64(med(&|r| r[5]).0 / 1e3)),
             ms(Duration::from_secs_f64(med(&|r| r[6]).0 / 1e3)),
             med(&|r| r[7]).0,

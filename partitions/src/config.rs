@@ -72,6 +72,13 @@ pub struct SchedulerConfig {
     /// turn's quota shrinks to `round / runnable` (never below
     /// [`min_slice`](Self::min_slice)), so each gets a turn at least this
     /// often however many there are. Default 500 ms.
+    ///
+    /// A turn whose quota was cut this way also runs the tasks queued
+    /// during it (a task that yields, a wake from within the partition)
+    /// until the quota is used, where otherwise they wait for the
+    /// partition's next turn: with thousands of partitions each turn's
+    /// first touch of its partition is a cache miss, and a turn per poll
+    /// of a yielding task would pay it on every poll.
     pub round: Duration,
     /// The shortest quota a turn is cut to (or `task_quota`, if that is
     /// shorter): below it, switching partitions would cost more than the
