@@ -74,6 +74,8 @@ in_both_modes!(
     runtime_shutdown_never_truncates_silently,
     more_reads_complete_at_once_than_the_pool_has_buffers,
     peek_after_an_abandoned_read,
+    a_reader_that_falls_behind_holds_a_bounded_backlog,
+    a_stream_read_on_another_core_reads_through_that_core,
 );
 
 /// Whether a runtime that asks for io_uring gets it on this machine
@@ -638,6 +640,133 @@ fn peek_after_an_abandoned_read(io_uring: bool) {
         s.read_exact(&mut got).await.expect("read the rest");
         assert_same_bytes(&got, &more, "the next bytes, in order");
     });
+}
+
+/// Ring completions on `core` so far.
+fn ring_completions(rt: &Runtime, core: usize) -> u64 {
+    rt.metrics().cores[core].ring_completions
+}
+
+/// A reader that stops reading while its peer sends 32 MiB: the stream's
+/// multishot `recv` stops once `RX_LIMIT` (256 KiB) waits unread, plus
+/// what the kernel received before the stop reached it (at most the pool:
+/// 256 buffers), instead of moving the whole stream into memory (a
+/// completion per 16 KiB pool buffer: some 2,050 of them). Read
+/// afterwards, every byte is there, in order.
+fn a_reader_that_falls_behind_holds_a_bounded_backlog(io_uring: bool) {
+    const TOTAL: usize = 32 << 20;
+    let rt = rt_mode(1, io_uring);
+    let (ours, mut peer) = tcp_pair();
+    let data = payload(11, TOTAL);
+    let sent = data.clone();
+    let writer = thread::spawn(move || {
+        peer.set_write_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        peer.write_all(&sent).expect("the peer sends");
+        peer
+    });
+    let c0 = ring_completions(&rt, 0);
+    let (s, first) = rt.block_on(async move {
+        let mut s = TcpStream::from_std(ours).expect("from_std");
+        let mut first = [0u8; 1];
+        s.read_exact(&mut first).await.expect("the first byte");
+        sleep(Duration::from_millis(500)).await;
+        (s, first)
+    });
+    let idle = ring_completions(&rt, 0) - c0;
+    // 256 KiB in 16 KiB buffers, and at most a pool's worth more.
+    assert!(
+        idle <= 16 + 256 + 16,
+        "{idle} recv completions while nobody read: the backlog is not bounded"
+    );
+    let rest = rt.block_on(async move {
+        let mut s = s;
+        let mut rest = vec![0u8; TOTAL - 1];
+        timeout(Duration::from_secs(20), s.read_exact(&mut rest))
+            .await
+            .expect("the rest within 20 s")
+            .expect("read the rest");
+        rest
+    });
+    assert_eq!(first[0], data[0]);
+    assert_same_bytes(&rest, &data[1..], "32 MiB read after falling behind");
+    drop(writer.join().expect("writer thread"));
+}
+
+/// A stream read on core 0, then handed to a task on core 1: its reads go
+/// through core 1's ring from then on (the multishot `recv` armed on core
+/// 0 is stopped there by core 1's first read), and every byte arrives in
+/// order.
+fn a_stream_read_on_another_core_reads_through_that_core(io_uring: bool) {
+    const FIRST: usize = 64 * 1024;
+    const NEXT: usize = 4096;
+    const REST: usize = 1 << 20;
+    let rt = rt_mode(2, io_uring);
+    let (ours, mut peer) = tcp_pair();
+    let data = payload(12, FIRST + NEXT + REST);
+    let head = data[..FIRST].to_vec();
+    let next = data[FIRST..FIRST + NEXT].to_vec();
+    let tail = data[FIRST + NEXT..].to_vec();
+    peer.write_all(&head).expect("the peer sends the head");
+    let s = rt
+        .block_on(rt.spawn_on(0, async move {
+            let mut s = TcpStream::from_std(ours).expect("from_std");
+            let mut got = vec![0u8; FIRST];
+            s.read_exact(&mut got)
+                .await
+                .expect("read the head on core 0");
+            assert_same_bytes(&got, &head, "the head, on core 0");
+            s
+        }))
+        .expect("reader on core 0");
+    peer.write_all(&next)
+        .expect("the peer sends the next bytes");
+    // A read on core 1 that waits asks core 0 to stop its recv (the bytes
+    // that came before are read either way); one that times out does
+    // that too. Then the tail.
+    let (s, got) = rt
+        .block_on(rt.spawn_on(1, async move {
+            let mut s = s;
+            let mut got = vec![0u8; NEXT];
+            s.read_exact(&mut got).await.expect("read on core 1");
+            let mut one = [0u8; 1];
+            let waited = timeout(Duration::from_millis(20), s.read(&mut one)).await;
+            assert!(waited.is_err(), "nothing more was sent: {waited:?}");
+            sleep(Duration::from_millis(50)).await;
+            (s, got)
+        }))
+        .expect("first reads on core 1");
+    assert_same_bytes(
+        &got,
+        &data[FIRST..FIRST + NEXT],
+        "the next bytes, on core 1",
+    );
+    let (c0, c1) = (ring_completions(&rt, 0), ring_completions(&rt, 1));
+    let writer = thread::spawn(move || {
+        for chunk in tail.chunks(4096) {
+            peer.write_all(chunk).expect("the peer sends the tail");
+        }
+        peer
+    });
+    let got = rt
+        .block_on(rt.spawn_on(1, async move {
+            let mut s = s;
+            let mut got = vec![0u8; REST];
+            s.read_exact(&mut got)
+                .await
+                .expect("read the tail on core 1");
+            got
+        }))
+        .expect("reader on core 1");
+    assert_same_bytes(&got, &data[FIRST + NEXT..], "the tail, on core 1");
+    let (on0, on1) = (ring_completions(&rt, 0) - c0, ring_completions(&rt, 1) - c1);
+    if rt.uses_io_uring() {
+        assert!(
+            on0 * 4 <= on1 && on1 > 0,
+            "core 0 completed {on0} recvs after the stream moved, core 1 {on1}"
+        );
+    }
+    drop(writer.join().expect("writer thread"));
 }
 
 /// Lifts the soft limit on open files to the hard one.

@@ -62,6 +62,11 @@ const ENTER_GETEVENTS: u32 = 1;
 pub(crate) enum OpKind {
     /// A `recv` into the target's receive buffer.
     Recv,
+    /// A multishot `recv` into pool buffers: one entry that completes
+    /// every time bytes arrive, until it ends (end of stream, an error,
+    /// the pool empty, a cancellation). Its completions but the last come
+    /// with `more` set.
+    RecvMulti,
     /// A `send` from the target's send buffer.
     Send,
     /// A timeout the target armed (see `Builder::stream_linger`).
@@ -122,14 +127,17 @@ pub(crate) enum RingRequest {
 pub(crate) trait RingTarget: Send + Sync {
     /// `result` is the kernel's: a byte count, or a negated errno.
     /// `buffer` names the pool buffer a pooled `recv` received into (read
-    /// it with [`Ring::pooled`]; the ring takes it back afterwards). The
-    /// target may submit follow-up operations on `ring`; it pushes the
-    /// wakers to call into `wake` (called after the ring is released).
+    /// it with [`Ring::pooled`]; the ring takes it back afterwards).
+    /// `more`: the operation stays in flight (a multishot's completion
+    /// with more to follow); otherwise this is its last. The target may
+    /// submit follow-up operations on `ring`; it pushes the wakers to call
+    /// into `wake` (called after the ring is released).
     fn complete(
         self: Arc<Self>,
         kind: OpKind,
         result: i32,
         buffer: Option<u16>,
+        more: bool,
         ring: &mut Ring,
         wake: &mut Vec<Waker>,
     );
@@ -388,15 +396,22 @@ impl Ring {
                     .get(index)
                     .is_some_and(|op| op.generation == generation)
                 {
-                    let op = self.ops.remove(index);
+                    // A multishot stays in flight until its last completion.
+                    let more = cqueue::more(flags);
+                    let (kind, target) = if more {
+                        let op = &self.ops[index];
+                        (op.kind, op.target.clone())
+                    } else {
+                        let op = self.ops.remove(index);
+                        (op.kind, op.target)
+                    };
                     self.owner.stats.add_ring_completion();
                     let buffer = cqueue::buffer_select(flags);
                     // The handler is the target's code; a panic in it must
                     // not skip giving the buffer back, nor unwind into the
                     // core's loop.
-                    let target = op.target;
                     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        target.complete(op.kind, result, buffer, self, wake)
+                        target.complete(kind, result, buffer, more, self, wake)
                     }));
                     if let (Some(bid), Some(pool)) = (buffer, self.pool.as_mut()) {
                         pool.recycle(bid);
@@ -528,6 +543,7 @@ mod tests {
             _: OpKind,
             _: i32,
             _: Option<u16>,
+            _: bool,
             _: &mut Ring,
             wake: &mut Vec<Waker>,
         ) {

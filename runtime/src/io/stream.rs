@@ -4,14 +4,21 @@
 //! A [`StreamSource`] reads and writes through the ring of the core whose
 //! task calls it (`driver/uring.rs`), when that core has one:
 //!
-//! * **Reads.** A read that finds no received bytes submits a `recv` and
-//!   waits. The `recv` names the ring's buffer pool (the kernel picks a
-//!   16 KiB buffer only when bytes arrive, so an idle stream holds none);
-//!   where there is no pool, or it ran dry, the `recv` goes into the
-//!   stream's own buffer (as large as the caller's, at most [`MAX_RECV`]).
-//!   The completion copies what arrived into the stream and wakes the task,
-//!   in its own partition; the read copies the bytes out. Bytes the caller
-//!   had no room for wait in the stream for the next read.
+//! * **Reads.** The first read that finds no received bytes submits a
+//!   *multishot* `recv` and waits. It names the ring's buffer pool (the
+//!   kernel picks a 16 KiB buffer only when bytes arrive, so an idle
+//!   stream holds none) and stays armed: each time bytes arrive the kernel
+//!   completes it once more, and the completion appends them to the
+//!   stream's received bytes and wakes the task, in its own partition; the
+//!   read copies the bytes out. So a request/response connection costs
+//!   one ring entry in all, not a submission and an armed poll per
+//!   request (which made the kernel's share of a saturated hyper server
+//!   larger than with tokio's `recv` syscalls). The recv is stopped (and
+//!   armed again by the read that empties the stream) when more than
+//!   [`RX_LIMIT`] bytes wait unread, and when the task waits for bytes on
+//!   another core (it moved). Where there is no pool, or it ran dry, a one-shot `recv` goes
+//!   into the stream's own buffer (as large as the caller's, at most
+//!   [`MAX_RECV`]).
 //! * **Writes** copy the bytes into the stream's send buffer, submit a
 //!   `send`, and return at once; while one is in flight, further writes
 //!   gather behind it (up to [`MAX_SEND`] bytes, then a write waits) and go
@@ -49,13 +56,19 @@ use parking_lot::Mutex;
 
 use super::IoSource;
 use crate::context::with_core;
-use crate::driver::bufpool::{BUF_SIZE, GROUP};
+use crate::driver::bufpool::GROUP;
 use crate::driver::readiness::Direction;
 use crate::driver::uring::{OpKind, OpRef, Ring, RingRequest, RingTarget};
 use crate::reactor::consume_budget;
 
 /// The largest `recv` one read submits.
 pub const MAX_RECV: usize = 64 * 1024;
+/// Received bytes that may wait unread before the stream's multishot
+/// `recv` is stopped: a reader slower than its peer holds this much, plus
+/// what the kernel received before the stop reached it (at most the
+/// pool's 4 MiB, and only while the peer outruns the core); the socket's
+/// own buffer then pushes back on the peer.
+pub const RX_LIMIT: usize = 256 * 1024;
 /// The smallest receive buffer: a read with a tiny buffer still takes what
 /// a typical small message needs in one `recv`.
 const MIN_RECV: usize = 64;
@@ -92,6 +105,10 @@ struct StreamState {
     rx: Vec<u8>,
     rx_pos: usize,
     recv: Option<OpRef>,
+    /// `recv` is a multishot (pooled); else a one-shot into `rx`.
+    recv_multi: bool,
+    /// The multishot was asked to stop; its last completion is to come.
+    recv_stopping: bool,
     /// The peer closed its write half: reads return 0 from now on.
     eof: bool,
     /// A `recv` failed; the next read returns the error.
@@ -145,6 +162,8 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamSource<S> {
                     rx: Vec::new(),
                     rx_pos: 0,
                     recv: None,
+                    recv_multi: false,
+                    recv_stopping: false,
                     eof: false,
                     rx_error: None,
                     pool_miss: false,
@@ -379,12 +398,11 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamSource<S> {
     pub fn poll_peek(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         let mut st = self.inner.state.lock();
         if st.rx_pos < st.rx.len() {
-            // No recv is in flight while received bytes wait (the next one
-            // is submitted once they are read), so the socket's bytes come
-            // right after them: take those in too, as `MSG_PEEK` would see
-            // them.
+            // Without a recv in flight the socket's bytes come right after
+            // the received ones: take those in too, as `MSG_PEEK` would see
+            // them. (An armed multishot brings them in itself.)
             let waiting = st.rx.len() - st.rx_pos;
-            if waiting < buf.len() && !st.eof && st.rx_error.is_none() {
+            if waiting < buf.len() && !st.eof && st.rx_error.is_none() && st.recv.is_none() {
                 self.inner.top_up(&mut st, buf.len() - waiting);
             }
             return Poll::Ready(Ok(copy_to(buf, &st.rx[st.rx_pos..])));
@@ -437,7 +455,20 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamSource<S> {
         if st.eof || len == 0 {
             return Read::Done(Poll::Ready(Ok(0)));
         }
-        if st.recv.is_some() {
+        if let Some(op) = &st.recv {
+            if st.recv_multi && !st.recv_stopping {
+                // Read from another core now (the task moved): stop the
+                // recv there; its last completion wakes this read, which
+                // then arms one on this core.
+                let moved = with_ring(|ring| {
+                    let moved = !ring.runs(op);
+                    if moved {
+                        op.cancel_on(ring);
+                    }
+                    moved
+                });
+                st.recv_stopping = moved == Some(true);
+            }
             set_waker(&mut st.reader, cx);
             return Read::Done(Poll::Pending);
         }
@@ -445,25 +476,29 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamSource<S> {
             let fd = types::Fd(self.get_ref().as_raw_fd());
             st.rx.clear();
             st.rx_pos = 0;
-            let entry = if ring.has_pool() && !st.pool_miss {
-                // The kernel picks a pool buffer when bytes arrive.
-                opcode::Recv::new(fd, std::ptr::null_mut(), len.min(BUF_SIZE) as u32)
-                    .buf_group(GROUP)
-                    .build()
-                    .flags(io_uring::squeue::Flags::BUFFER_SELECT)
+            st.recv_multi = ring.has_pool() && !st.pool_miss;
+            st.recv_stopping = false;
+            let entry = if st.recv_multi {
+                // The kernel picks a pool buffer each time bytes arrive.
+                opcode::RecvMulti::new(fd, GROUP).build()
             } else {
                 let want = len.clamp(MIN_RECV, MAX_RECV);
                 st.rx.reserve(want);
                 let room = st.rx.capacity().min(MAX_RECV);
                 opcode::Recv::new(fd, st.rx.as_mut_ptr(), room as u32).build()
             };
+            let kind = if st.recv_multi {
+                OpKind::RecvMulti
+            } else {
+                OpKind::Recv
+            };
             // SAFETY: a pooled recv carries no pointer of ours. Otherwise
             // `rx`'s allocation lives in the `StreamInner` the ring keeps
-            // alive until the completion; while `recv` is set nothing
-            // reads, resizes or frees `rx` (every use checks `recv` first,
-            // and `Drop` leaves it alone). The fd is owned by the same
-            // `StreamInner`.
-            unsafe { ring.push(entry, OpKind::Recv, self.inner.clone()) }
+            // alive until the completion; while a one-shot `recv` is set
+            // nothing reads, resizes or frees `rx` (every use checks
+            // `recv` first, and `Drop` leaves it alone). The fd is owned
+            // by the same `StreamInner`.
+            unsafe { ring.push(entry, kind, self.inner.clone()) }
         });
         match submitted {
             Some(Ok(op)) => {
@@ -598,12 +633,55 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> RingTarget for StreamInner<S> {
         kind: OpKind,
         result: i32,
         buffer: Option<u16>,
+        more: bool,
         ring: &mut Ring,
         wake: &mut Vec<Waker>,
     ) {
         let mut guard = self.state.lock();
         let st = &mut *guard;
         match kind {
+            OpKind::RecvMulti => {
+                if !more {
+                    st.recv = None;
+                    st.recv_multi = false;
+                    st.recv_stopping = false;
+                }
+                match result {
+                    n if n > 0 => {
+                        debug_assert!(buffer.is_some(), "a multishot recv without a buffer");
+                        if let Some(bid) = buffer {
+                            if st.rx_pos == st.rx.len() {
+                                st.rx.clear();
+                            } else {
+                                st.rx.drain(..st.rx_pos);
+                            }
+                            st.rx_pos = 0;
+                            st.rx.extend_from_slice(ring.pooled(bid, n as usize));
+                        }
+                        if more && !st.recv_stopping && st.rx.len() >= RX_LIMIT {
+                            // Nobody reads this fast: stop until they do.
+                            if let Some(op) = &st.recv {
+                                op.cancel_on(ring);
+                            }
+                            st.recv_stopping = true;
+                        }
+                    }
+                    0 => st.eof = true,
+                    // The pool ran dry: the next read brings its own buffer.
+                    e if -e == libc::ENOBUFS => {
+                        st.pool_miss = true;
+                        ring.note_pool_miss();
+                    }
+                    // Stopped (a backlog, a move, the stream dropped, the
+                    // core exiting): a later read asks again.
+                    e if -e == libc::ECANCELED => {}
+                    e => st.rx_error = Some(io::Error::from_raw_os_error(-e)),
+                }
+                if st.dropped {
+                    st.rx = Vec::new();
+                }
+                wake.extend(st.reader.take());
+            }
             OpKind::Recv => {
                 st.recv = None;
                 let pooled = buffer.is_some() || !st.pool_miss;
