@@ -31,7 +31,8 @@
 use std::time::Duration;
 
 use fairloop_benches::net::{
-    env_usize, load, loadavg, raise_nofile, secs_from_env, selected, spread, Server,
+    env_usize, load, loadavg, raise_nofile, secs_from_env, selected, spread, Measured, Ratios,
+    Server,
 };
 use fairloop_benches::{machine, us};
 
@@ -49,27 +50,12 @@ const RUNTIMES: [&str; 9] = [
 ];
 const SIZES: [usize; 2] = [64, 1024];
 
+/// One server's run at one message size in one round.
 struct Row {
     runtime: &'static str,
     round: usize,
     size: usize,
-    requests: u64,
-    elapsed: Duration,
-    server_cpu: Duration,
-    p50: Duration,
-    p99: Duration,
-}
-
-impl Row {
-    fn rps(&self) -> f64 {
-        self.requests as f64 / self.elapsed.as_secs_f64()
-    }
-    fn per_cpu(&self) -> f64 {
-        self.requests as f64 / self.server_cpu.as_secs_f64().max(1e-9)
-    }
-    fn cpu_share(&self) -> f64 {
-        self.server_cpu.as_secs_f64() / self.elapsed.as_secs_f64()
-    }
+    m: Measured,
 }
 
 fn main() {
@@ -105,18 +91,22 @@ fn main() {
                     continue;
                 }
                 match run(runtime, size, buf.as_deref(), conns, threads, warmup, secs) {
-                    Ok(mut r) => {
-                        r.round = round;
+                    Ok(m) => {
                         println!(
                             "  round {round} {name:<20} {:>9.0} req/s  server CPU {:>5.2} s/s  \
                              {:>9.0} req/CPU-s  p50 {:>7} µs  p99 {:>7} µs",
-                            r.rps(),
-                            r.cpu_share(),
-                            r.per_cpu(),
-                            us(r.p50),
-                            us(r.p99)
+                            m.rps(),
+                            m.cpu_share(),
+                            m.per_cpu(),
+                            us(m.p50),
+                            us(m.p99)
                         );
-                        rows.push(r);
+                        rows.push(Row {
+                            runtime,
+                            round,
+                            size,
+                            m,
+                        });
                     }
                     Err(e) => println!("  round {round} {name:<20} SKIPPED: {e}"),
                 }
@@ -133,14 +123,15 @@ fn main() {
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for size in SIZES {
         for runtime in RUNTIMES {
-            let mine: Vec<&Row> = rows
+            let mine: Vec<&Measured> = rows
                 .iter()
                 .filter(|r| r.runtime == runtime && r.size == size)
+                .map(|r| &r.m)
                 .collect();
             if mine.is_empty() {
                 continue;
             }
-            let col = |f: &dyn Fn(&Row) -> f64, digits: usize| {
+            let col = |f: &dyn Fn(&Measured) -> f64, digits: usize| {
                 let v: Vec<f64> = mine.iter().map(|r| f(r)).collect();
                 spread(&v, digits)
             };
@@ -161,11 +152,12 @@ fn main() {
     );
     for size in SIZES {
         for peer in RUNTIMES.iter().filter(|&&r| r != "fairloop") {
-            let pairs: Vec<(&Row, &Row)> = (0..rounds)
+            let pairs: Vec<(&Measured, &Measured)> = (0..rounds)
                 .filter_map(|round| {
                     let find = |name: &str| {
                         rows.iter()
                             .find(|r| r.runtime == name && r.size == size && r.round == round)
+                            .map(|r| &r.m)
                     };
                     Some((find("fairloop")?, find(peer)?))
                 })
@@ -173,16 +165,7 @@ fn main() {
             if pairs.is_empty() {
                 continue;
             }
-            let ratio = |f: &dyn Fn(&Row, &Row) -> f64| {
-                let v: Vec<f64> = pairs.iter().map(|(a, b)| f(a, b)).collect();
-                spread(&v, 3)
-            };
-            println!(
-                "  {size:>4} B vs {peer:<14} req/s {}  req/CPU-s {}  p99 {}",
-                ratio(&|f, p| f.rps() / p.rps()),
-                ratio(&|f, p| f.per_cpu() / p.per_cpu()),
-                ratio(&|f, p| p.p99.as_secs_f64() / f.p99.as_secs_f64().max(1e-12)),
-            );
+            println!("  {size:>4} B vs {peer:<14} {}", Ratios::of(&pairs));
         }
     }
 }
@@ -195,7 +178,7 @@ fn run(
     threads: usize,
     warmup: Duration,
     secs: Duration,
-) -> std::io::Result<Row> {
+) -> std::io::Result<Measured> {
     let mut args = vec!["echo", runtime];
     if let Some(b) = buf {
         args.extend(["--buf", b]);
@@ -214,14 +197,5 @@ fn run(
         },
     )?;
     drop(server);
-    Ok(Row {
-        runtime,
-        round: 0,
-        size,
-        requests: m.requests,
-        elapsed: m.elapsed,
-        server_cpu: m.server_cpu,
-        p50: m.p50,
-        p99: m.p99,
-    })
+    Ok(m)
 }
