@@ -181,30 +181,39 @@ pub(crate) fn run(
         tokio: tokio_compat::TokioState::default(),
     });
     CORE.with(|c| *c.borrow_mut() = Some(core.clone()));
+    start_and_run(&core, ready);
+    CORE.with(|c| c.borrow_mut().take());
+}
+
+/// Tells the builder whether the core started (a core that drives tokio
+/// needs its tokio runtime first), then runs the loop until shutdown, and
+/// shuts down.
+fn start_and_run(core: &Rc<Reactor>, ready: Sender<io::Result<()>>) {
     #[cfg(feature = "tokio-compat")]
-    if core.runtime.config.tokio_compat {
-        match tokio_compat::CoreTokio::new(&core) {
-            Ok(tokio) => {
-                let _ = ready.send(Ok(()));
-                drop(ready);
-                tokio.run(&core);
-            }
+    let tokio = match core.runtime.config.tokio_compat {
+        false => None,
+        true => match tokio_compat::CoreTokio::new(core) {
+            Ok(tokio) => Some(tokio),
             Err(e) => {
                 let _ = ready.send(Err(e));
                 // The runtime's build fails and stops the other cores;
                 // this one must stop like them.
                 drop(ready);
                 core.shutdown();
+                return;
             }
-        }
-        CORE.with(|c| c.borrow_mut().take());
-        return;
-    }
+        },
+    };
     let _ = ready.send(Ok(()));
     drop(ready);
+    #[cfg(feature = "tokio-compat")]
+    if let Some(tokio) = tokio {
+        // The loop runs inside tokio's `block_on`, and shuts down there.
+        tokio.run(core);
+        return;
+    }
     core.run_loop();
     core.shutdown();
-    CORE.with(|c| c.borrow_mut().take());
 }
 
 impl Reactor {
