@@ -21,7 +21,10 @@
 //!   the sleeper's wake delay from the creator's end (p50, p99), and the
 //!   work per CPU-second of the core (and per wall second) against the
 //!   same tasks in one partition and on tokio `current_thread`, run for as
-//!   long right after.
+//!   long right after; and, for each of the three, the share of the core's
+//!   CPU time spent inside the tenants' work (each call timed), which the
+//!   VM running the work itself faster or slower from one phase to the
+//!   next does not move, as it moves the work ratio by some 3 %.
 //!
 //! The under-load child runs `TENANTS_ROUNDS` times (default 3), each in a
 //! fresh process; the table gives medians over rounds (and the range of
