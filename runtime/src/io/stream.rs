@@ -16,9 +16,9 @@
 //!   larger than with tokio's `recv` syscalls). The recv is stopped (and
 //!   armed again by the read that empties the stream) when more than
 //!   [`RX_LIMIT`] bytes wait unread, and when the task waits for bytes on
-//!   another core (it moved). Where there is no pool, or it ran dry, a one-shot `recv` goes
-//!   into the stream's own buffer (as large as the caller's, at most
-//!   [`MAX_RECV`]).
+//!   another core (it moved). Where there is no pool, or it ran dry, a
+//!   one-shot `recv` goes into the stream's own buffer (as large as the
+//!   caller's, at most [`MAX_RECV`]).
 //! * **Writes** copy the bytes into the stream's send buffer, submit a
 //!   `send`, and return at once; while one is in flight, further writes
 //!   gather behind it (up to [`MAX_SEND`] bytes, then a write waits) and go
@@ -104,11 +104,7 @@ struct StreamState {
     /// Received bytes not yet read: `rx[rx_pos..]`.
     rx: Vec<u8>,
     rx_pos: usize,
-    recv: Option<OpRef>,
-    /// `recv` is a multishot (pooled); else a one-shot into `rx`.
-    recv_multi: bool,
-    /// The multishot was asked to stop; its last completion is to come.
-    recv_stopping: bool,
+    recv: Option<RecvInFlight>,
     /// The peer closed its write half: reads return 0 from now on.
     eof: bool,
     /// A `recv` failed; the next read returns the error.
@@ -144,6 +140,16 @@ impl StreamState {
     }
 }
 
+/// A stream's `recv` on the ring.
+struct RecvInFlight {
+    op: OpRef,
+    /// A multishot into pool buffers, armed until it is stopped; else a
+    /// one-shot into `rx`.
+    multishot: bool,
+    /// The multishot was asked to stop; its last completion is to come.
+    stopping: bool,
+}
+
 /// What the ring-side read decided.
 enum Read {
     Done(Poll<io::Result<usize>>),
@@ -162,8 +168,6 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamSource<S> {
                     rx: Vec::new(),
                     rx_pos: 0,
                     recv: None,
-                    recv_multi: false,
-                    recv_stopping: false,
                     eof: false,
                     rx_error: None,
                     pool_miss: false,
@@ -455,11 +459,12 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamSource<S> {
         if st.eof || len == 0 {
             return Read::Done(Poll::Ready(Ok(0)));
         }
-        if let Some(op) = &st.recv {
-            if st.recv_multi && !st.recv_stopping {
+        if let Some(recv) = &mut st.recv {
+            if recv.multishot && !recv.stopping {
                 // Read from another core now (the task moved): stop the
                 // recv there; its last completion wakes this read, which
                 // then arms one on this core.
+                let op = &recv.op;
                 let moved = with_ring(|ring| {
                     let moved = !ring.runs(op);
                     if moved {
@@ -467,7 +472,7 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamSource<S> {
                     }
                     moved
                 });
-                st.recv_stopping = moved == Some(true);
+                recv.stopping = moved == Some(true);
             }
             set_waker(&mut st.reader, cx);
             return Read::Done(Poll::Pending);
@@ -476,21 +481,17 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamSource<S> {
             let fd = types::Fd(self.get_ref().as_raw_fd());
             st.rx.clear();
             st.rx_pos = 0;
-            st.recv_multi = ring.has_pool() && !st.pool_miss;
-            st.recv_stopping = false;
-            let entry = if st.recv_multi {
+            let multishot = ring.has_pool() && !st.pool_miss;
+            let (entry, kind) = if multishot {
                 // The kernel picks a pool buffer each time bytes arrive.
-                opcode::RecvMulti::new(fd, GROUP).build()
+                let entry = opcode::RecvMulti::new(fd, GROUP).build();
+                (entry, OpKind::RecvMulti)
             } else {
                 let want = len.clamp(MIN_RECV, MAX_RECV);
                 st.rx.reserve(want);
                 let room = st.rx.capacity().min(MAX_RECV);
-                opcode::Recv::new(fd, st.rx.as_mut_ptr(), room as u32).build()
-            };
-            let kind = if st.recv_multi {
-                OpKind::RecvMulti
-            } else {
-                OpKind::Recv
+                let entry = opcode::Recv::new(fd, st.rx.as_mut_ptr(), room as u32).build();
+                (entry, OpKind::Recv)
             };
             // SAFETY: a pooled recv carries no pointer of ours. Otherwise
             // `rx`'s allocation lives in the `StreamInner` the ring keeps
@@ -498,11 +499,16 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> StreamSource<S> {
             // nothing reads, resizes or frees `rx` (every use checks
             // `recv` first, and `Drop` leaves it alone). The fd is owned
             // by the same `StreamInner`.
-            unsafe { ring.push(entry, kind, self.inner.clone()) }
+            let op = unsafe { ring.push(entry, kind, self.inner.clone()) }?;
+            Ok(RecvInFlight {
+                op,
+                multishot,
+                stopping: false,
+            })
         });
         match submitted {
-            Some(Ok(op)) => {
-                st.recv = Some(op);
+            Some(Ok(recv)) => {
+                st.recv = Some(recv);
                 // Readiness is no longer how this stream is served.
                 self.inner.io.deregister();
                 set_waker(&mut st.reader, cx);
@@ -643,8 +649,6 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> RingTarget for StreamInner<S> {
             OpKind::RecvMulti => {
                 if !more {
                     st.recv = None;
-                    st.recv_multi = false;
-                    st.recv_stopping = false;
                 }
                 match result {
                     n if n > 0 => {
@@ -658,12 +662,12 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> RingTarget for StreamInner<S> {
                             st.rx_pos = 0;
                             st.rx.extend_from_slice(ring.pooled(bid, n as usize));
                         }
-                        if more && !st.recv_stopping && st.rx.len() >= RX_LIMIT {
-                            // Nobody reads this fast: stop until they do.
-                            if let Some(op) = &st.recv {
-                                op.cancel_on(ring);
+                        if let Some(recv) = st.recv.as_mut().filter(|r| !r.stopping) {
+                            if st.rx.len() >= RX_LIMIT {
+                                // Nobody reads this fast: stop until they do.
+                                recv.op.cancel_on(ring);
+                                recv.stopping = true;
                             }
-                            st.recv_stopping = true;
                         }
                     }
                     0 => st.eof = true,
@@ -683,38 +687,27 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> RingTarget for StreamInner<S> {
                 wake.extend(st.reader.take());
             }
             OpKind::Recv => {
+                // A one-shot into `rx` (no pool, or it ran dry): pooled
+                // reads are multishot.
                 st.recv = None;
-                let pooled = buffer.is_some() || !st.pool_miss;
                 match result {
-                    n if n > 0 => match buffer {
-                        Some(bid) => {
-                            st.rx.clear();
-                            st.rx.extend_from_slice(ring.pooled(bid, n as usize));
-                        }
-                        None => {
-                            debug_assert!(st.rx.is_empty() && n as usize <= st.rx.capacity());
-                            // SAFETY: the kernel initialised the first `n`
-                            // bytes of `rx`'s allocation (it was empty,
-                            // with at least that much capacity, when the
-                            // recv began).
-                            unsafe { st.rx.set_len(n as usize) };
-                        }
-                    },
-                    0 => st.eof = true,
-                    // The pool was empty: retry with a buffer of our own.
-                    e if -e == libc::ENOBUFS && pooled => {
-                        st.pool_miss = true;
-                        ring.note_pool_miss();
+                    n if n > 0 => {
+                        debug_assert!(
+                            buffer.is_none() && st.rx.is_empty() && n as usize <= st.rx.capacity()
+                        );
+                        // SAFETY: the kernel initialised the first `n`
+                        // bytes of `rx`'s allocation (it was empty, with at
+                        // least that much capacity, when the recv began).
+                        unsafe { st.rx.set_len(n as usize) };
                     }
+                    0 => st.eof = true,
                     // Cancelled (the stream dropped, or the core exiting):
                     // a later read asks again.
                     e if -e == libc::ECANCELED => {}
                     e => st.rx_error = Some(io::Error::from_raw_os_error(-e)),
                 }
-                if !pooled {
-                    // The read with its own buffer is done: back to the pool.
-                    st.pool_miss = false;
-                }
+                // The read with its own buffer is done: back to the pool.
+                st.pool_miss = false;
                 if st.dropped {
                     st.rx = Vec::new();
                 }
@@ -808,7 +801,7 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> Drop for StreamSource<S> {
         }
         match &st.recv {
             None => st.rx = Vec::new(),
-            Some(op) => cancel(op),
+            Some(recv) => cancel(&recv.op),
         }
         if st.sending() {
             // Bound how long the unsent bytes may keep the socket open:
