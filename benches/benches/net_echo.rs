@@ -31,8 +31,7 @@
 use std::time::Duration;
 
 use fairloop_benches::net::{
-    env_usize, load, loadavg, raise_nofile, secs_from_env, selected, spread, Measured, Ratios,
-    Server,
+    env_usize, load, loadavg, raise_nofile, secs_from_env, selected, Measured, Ratios, Server,
 };
 use fairloop_benches::{machine, us};
 
@@ -131,17 +130,9 @@ fn main() {
             if mine.is_empty() {
                 continue;
             }
-            let col = |f: &dyn Fn(&Measured) -> f64, digits: usize| {
-                let v: Vec<f64> = mine.iter().map(|r| f(r)).collect();
-                spread(&v, digits)
-            };
             println!(
-                "| {runtime} | {size} B | {} | {} | {} | {} | {} |",
-                col(&|r| r.rps(), 0),
-                col(&|r| r.per_cpu(), 0),
-                col(&|r| r.cpu_share(), 2),
-                col(&|r| r.p50.as_secs_f64() * 1e6, 1),
-                col(&|r| r.p99.as_secs_f64() * 1e6, 1),
+                "| {runtime} | {size} B | {} |",
+                Measured::median_cells(&mine)
             );
         }
     }
@@ -152,16 +143,11 @@ fn main() {
     );
     for size in SIZES {
         for peer in RUNTIMES.iter().filter(|&&r| r != "fairloop") {
-            let pairs: Vec<(&Measured, &Measured)> = (0..rounds)
-                .filter_map(|round| {
-                    let find = |name: &str| {
-                        rows.iter()
-                            .find(|r| r.runtime == name && r.size == size && r.round == round)
-                            .map(|r| &r.m)
-                    };
-                    Some((find("fairloop")?, find(peer)?))
-                })
-                .collect();
+            let pairs = Ratios::pairs(rounds, peer, |name, round| {
+                rows.iter()
+                    .find(|r| r.runtime == name && r.size == size && r.round == round)
+                    .map(|r| &r.m)
+            });
             if pairs.is_empty() {
                 continue;
             }

@@ -65,8 +65,8 @@
 use std::time::Duration;
 
 use fairloop_benches::net::{
-    env_usize, loadavg, median, raise_nofile, secs_from_env, selected, spread, HttpClient,
-    Measured, Ratios, Server,
+    env_usize, loadavg, median, raise_nofile, secs_from_env, selected, HttpClient, Measured,
+    Ratios, Server,
 };
 use fairloop_benches::{machine, us};
 
@@ -150,18 +150,7 @@ fn main() {
         if mine.is_empty() {
             continue;
         }
-        let col = |f: &dyn Fn(&Measured) -> f64, digits: usize| {
-            let v: Vec<f64> = mine.iter().map(|m| f(m)).collect();
-            spread(&v, digits)
-        };
-        println!(
-            "| {runtime} | {} | {} | {} | {} | {} |",
-            col(&|m| m.rps(), 0),
-            col(&|m| m.per_cpu(), 0),
-            col(&|m| m.cpu_share(), 2),
-            col(&|m| m.p50.as_secs_f64() * 1e6, 1),
-            col(&|m| m.p99.as_secs_f64() * 1e6, 1),
-        );
+        println!("| {runtime} | {} |", Measured::median_cells(&mine));
     }
     println!();
     println!(
@@ -169,16 +158,11 @@ fn main() {
          for p99 the ratio is peer / fairloop):"
     );
     for peer in RUNTIMES.iter().filter(|&&r| r != "fairloop") {
-        let pairs: Vec<(&Measured, &Measured)> = (0..rounds)
-            .filter_map(|round| {
-                let find = |name: &str| {
-                    rows.iter()
-                        .find(|r| r.runtime == name && r.round == round)
-                        .map(|r| &r.m)
-                };
-                Some((find("fairloop")?, find(peer)?))
-            })
-            .collect();
+        let pairs = Ratios::pairs(rounds, peer, |name, round| {
+            rows.iter()
+                .find(|r| r.runtime == name && r.round == round)
+                .map(|r| &r.m)
+        });
         if pairs.is_empty() {
             continue;
         }

@@ -244,21 +244,16 @@ fn main() {
     );
     for workload in WORKLOADS {
         for &cores in &counts {
-            let pairs: Vec<(&Measured, &Measured)> = (0..rounds)
-                .filter_map(|round| {
-                    let find = |name: &str| {
-                        rows.iter()
-                            .find(|r| {
-                                r.workload == workload
-                                    && r.runtime == name
-                                    && r.cores == cores
-                                    && r.round == round
-                            })
-                            .map(|r| &r.m)
-                    };
-                    Some((find("fairloop")?, find("tokio")?))
-                })
-                .collect();
+            let pairs = Ratios::pairs(rounds, "tokio", |name, round| {
+                rows.iter()
+                    .find(|r| {
+                        r.workload == workload
+                            && r.runtime == name
+                            && r.cores == cores
+                            && r.round == round
+                    })
+                    .map(|r| &r.m)
+            });
             if pairs.is_empty() {
                 continue;
             }

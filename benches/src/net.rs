@@ -47,6 +47,24 @@ pub struct Measured {
 }
 
 impl Measured {
+    /// A server's cells in the benches' tables of medians over rounds:
+    /// `req/s | req per server CPU-s | server CPU (s/s) | p50 µs | p99 µs`,
+    /// each the median [range] of `runs`.
+    pub fn median_cells(runs: &[&Measured]) -> String {
+        let col = |f: &dyn Fn(&Measured) -> f64, digits: usize| {
+            let v: Vec<f64> = runs.iter().map(|m| f(m)).collect();
+            spread(&v, digits)
+        };
+        format!(
+            "{} | {} | {} | {} | {}",
+            col(&|m| m.rps(), 0),
+            col(&|m| m.per_cpu(), 0),
+            col(&|m| m.cpu_share(), 2),
+            col(&|m| m.p50.as_secs_f64() * 1e6, 1),
+            col(&|m| m.p99.as_secs_f64() * 1e6, 1),
+        )
+    }
+
     /// Requests per second of the client's window.
     pub fn rps(&self) -> f64 {
         self.requests as f64 / self.elapsed.as_secs_f64().max(1e-9)
@@ -441,6 +459,18 @@ pub struct Ratios {
 }
 
 impl Ratios {
+    /// The `(fairloop, peer)` pairs of each of `rounds` rounds in which
+    /// both ran: `find(server, round)` looks a run up.
+    pub fn pairs<'a>(
+        rounds: usize,
+        peer: &str,
+        find: impl Fn(&str, usize) -> Option<&'a Measured>,
+    ) -> Vec<(&'a Measured, &'a Measured)> {
+        (0..rounds)
+            .filter_map(|round| Some((find("fairloop", round)?, find(peer, round)?)))
+            .collect()
+    }
+
     /// The ratios of each `(fairloop, peer)` pair.
     pub fn of(pairs: &[(&Measured, &Measured)]) -> Ratios {
         let each = |f: &dyn Fn(&Measured, &Measured) -> f64| -> Vec<f64> {
