@@ -78,6 +78,11 @@ const PENDING: usize = 12;
 /// A pending entry is `bucket << 16 | count`; a count stops here.
 const COUNT_MASK: u32 = 0xFFFF;
 
+/// A pending entry's bucket and count.
+fn unpack(entry: u32) -> (usize, u64) {
+    ((entry >> 16) as usize, u64::from(entry & COUNT_MASK))
+}
+
 /// Statistics of one partition: poll counts, busy time, long polls,
 /// migrations, the queued-task gauge and a scheduling-delay histogram.
 ///
@@ -89,9 +94,9 @@ const COUNT_MASK: u32 = 0xFFFF;
 /// Delays are counted inline, in up to 12 buckets with a count each, and
 /// added to the 2.4 KiB histogram when a 13th bucket is needed; the
 /// histogram is allocated by the first such batch. A partition's delays
-/// cluster in a few buckets (a busy tenant waits about one round, a
-/// re-queued task about nothing), so most partitions touch their histogram
-/// seldom or never. A service with 100,000 tenant partitions, most of them
+/// cluster in a few buckets (a busy tenant waits about one round, a task
+/// it re-queued about the poll that did it), so most partitions touch
+/// their histogram seldom or never. A service with 100,000 tenant partitions, most of them
 /// idle, pays for histograms only where there is something to measure, and
 /// one with 10,000 busy tenants on a core does not touch a histogram (a
 /// cache and TLB miss, each turn a different partition's, some 17 µs in
@@ -171,11 +176,12 @@ impl PartitionStats {
         if delay_ns > self.delay_max.load(Relaxed) {
             self.delay_max.store(delay_ns, Relaxed);
         }
-        let bucket = bucket_of(delay_ns) as u32;
+        let bucket = bucket_of(delay_ns);
         let mut n = self.pending_len.load(Relaxed) as usize;
         for entry in &self.pending[..n] {
             let e = entry.load(Relaxed);
-            if e >> 16 == bucket && e & COUNT_MASK != COUNT_MASK {
+            let (b, count) = unpack(e);
+            if b == bucket && count < u64::from(COUNT_MASK) {
                 // A reader sees the count before or after; either is a
                 // value that was really counted.
                 entry.store(e + 1, Relaxed);
@@ -186,7 +192,7 @@ impl PartitionStats {
             self.flush_pending();
             n = 0;
         }
-        self.pending[n].store(bucket << 16 | 1, Relaxed);
+        self.pending[n].store((bucket as u32) << 16 | 1, Relaxed);
         // Release: a reader that sees the length sees the entry.
         self.pending_len.store(n as u8 + 1, Release);
     }
@@ -195,10 +201,8 @@ impl PartitionStats {
     /// time) and empties the pending list.
     #[cold]
     fn flush_pending(&self) {
-        let entries: [(usize, u64); PENDING] = std::array::from_fn(|i| {
-            let e = self.pending[i].load(Relaxed);
-            ((e >> 16) as usize, u64::from(e & COUNT_MASK))
-        });
+        let entries: [(usize, u64); PENDING] =
+            std::array::from_fn(|i| unpack(self.pending[i].load(Relaxed)));
         // The list is emptied (Release) before the histogram gets its
         // delays (Release stores; the `OnceLock` publishes a new one): a
         // reader that sees any of them in the histogram (Acquire) also
@@ -228,10 +232,7 @@ impl PartitionStats {
     /// concurrent reader may miss delays but never counts one twice.
     fn pending_counts(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
         let n = self.pending_len.load(Acquire) as usize;
-        self.pending[..n].iter().map(|e| {
-            let e = e.load(Relaxed);
-            ((e >> 16) as usize, u64::from(e & COUNT_MASK))
-        })
+        self.pending[..n].iter().map(|e| unpack(e.load(Relaxed)))
     }
 
     /// The bucket counts recorded so far, not counting pending delays.
