@@ -138,6 +138,26 @@ impl StreamState {
     fn sending(&self) -> bool {
         self.send_op.is_some()
     }
+
+    /// A `recv` completion that brought no bytes: end of stream (0), a
+    /// cancellation (the stream dropped, the core exiting: a later read
+    /// asks again), or an error for the next read.
+    fn no_bytes(&mut self, result: i32) {
+        match result {
+            0 => self.eof = true,
+            e if -e == libc::ECANCELED => {}
+            e => self.rx_error = Some(io::Error::from_raw_os_error(-e)),
+        }
+    }
+
+    /// The end of every `recv` completion: a dropped stream keeps no
+    /// bytes, and the reader wakes.
+    fn recv_done(&mut self, wake: &mut Vec<Waker>) {
+        if self.dropped {
+            self.rx = Vec::new();
+        }
+        wake.extend(self.reader.take());
+    }
 }
 
 /// A stream's `recv` on the ring.
@@ -670,21 +690,15 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> RingTarget for StreamInner<S> {
                             }
                         }
                     }
-                    0 => st.eof = true,
                     // The pool ran dry: the next read brings its own buffer.
                     e if -e == libc::ENOBUFS => {
                         st.pool_miss = true;
                         ring.note_pool_miss();
                     }
-                    // Stopped (a backlog, a move, the stream dropped, the
-                    // core exiting): a later read asks again.
-                    e if -e == libc::ECANCELED => {}
-                    e => st.rx_error = Some(io::Error::from_raw_os_error(-e)),
+                    // Stopped by a backlog or a move, or as below.
+                    other => st.no_bytes(other),
                 }
-                if st.dropped {
-                    st.rx = Vec::new();
-                }
-                wake.extend(st.reader.take());
+                st.recv_done(wake);
             }
             OpKind::Recv => {
                 // A one-shot into `rx` (no pool, or it ran dry): pooled
@@ -700,18 +714,11 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> RingTarget for StreamInner<S> {
                         // least that much capacity, when the recv began).
                         unsafe { st.rx.set_len(n as usize) };
                     }
-                    0 => st.eof = true,
-                    // Cancelled (the stream dropped, or the core exiting):
-                    // a later read asks again.
-                    e if -e == libc::ECANCELED => {}
-                    e => st.rx_error = Some(io::Error::from_raw_os_error(-e)),
+                    other => st.no_bytes(other),
                 }
                 // The read with its own buffer is done: back to the pool.
                 st.pool_miss = false;
-                if st.dropped {
-                    st.rx = Vec::new();
-                }
-                wake.extend(st.reader.take());
+                st.recv_done(wake);
             }
             OpKind::Send => {
                 st.send_op = None;
