@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use fairloop::partition::{self, PartitionSpec};
 use fairloop_benches::mem::{live_bytes, rss_bytes, Counting};
-use fairloop_benches::net::{cpu_time, thread_cpu_time};
+use fairloop_benches::net::thread_cpu_time;
 use fairloop_benches::{child_numbers, cpu_work, fairloop_rt, machine, ms, quantile, tokio_rt};
 
 #[global_allocator]
@@ -132,10 +132,54 @@ fn memory_child(n: usize) -> String {
 
 // ---- fairness and latency -------------------------------------------------
 
+/// Where a load's tasks wait while another load is measured: the three
+/// loads take turns on the CPU within one process, so that the VM running
+/// the same work a few percent faster or slower from one second to the
+/// next falls on each of them alike.
+struct Gate {
+    open: AtomicBool,
+    opened: tokio::sync::Notify,
+}
+
+impl Gate {
+    fn closed() -> Self {
+        Gate {
+            open: AtomicBool::new(false),
+            opened: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Returns once the gate is open (at once if it is).
+    async fn pass(&self) {
+        loop {
+            if self.open.load(Ordering::Acquire) {
+                return;
+            }
+            let opened = self.opened.notified();
+            let mut opened = std::pin::pin!(opened);
+            // Registered before the second look, so an opening between the
+            // two is not missed.
+            opened.as_mut().enable();
+            if self.open.load(Ordering::Acquire) {
+                return;
+            }
+            opened.await;
+        }
+    }
+
+    fn set(&self, open: bool) {
+        self.open.store(open, Ordering::Release);
+        if open {
+            self.opened.notify_waiters();
+        }
+    }
+}
+
 struct Load {
     work: Vec<AtomicU64>,
     /// Time spent inside `cpu_work`, all tenants together.
     in_work_ns: AtomicU64,
+    gate: Gate,
     stop: AtomicBool,
     rounds: u32,
 }
@@ -145,6 +189,7 @@ impl Load {
         Arc::new(Load {
             work: (0..n).map(|_| AtomicU64::new(0)).collect(),
             in_work_ns: AtomicU64::new(0),
+            gate: Gate::closed(),
             stop: AtomicBool::new(false),
             rounds,
         })
@@ -157,8 +202,16 @@ impl Load {
             .collect()
     }
 
-    fn total(&self) -> u64 {
-        self.snapshot().iter().sum()
+    /// Lets the tasks past the gate once more, to end.
+    fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.gate.set(true);
+    }
+
+    /// Whether a task may do another step, once the gate lets it by.
+    async fn go_on(&self) -> bool {
+        self.gate.pass().await;
+        !self.stop.load(Ordering::Relaxed)
     }
 
     /// One tenant's step: the work, timed, and its count.
@@ -176,7 +229,7 @@ impl Load {
 }
 
 async fn tenant(load: Arc<Load>, i: usize) {
-    while !load.stop.load(Ordering::Relaxed) {
+    while load.go_on().await {
         load.step(i);
         fairloop::yield_now().await;
     }
@@ -191,119 +244,82 @@ fn jain(x: &[f64]) -> f64 {
     sum * sum / (x.len() as f64 * sq)
 }
 
-/// CPU time of the thread that runs fairloop's core 0.
+/// CPU time of the thread that runs fairloop's core 0 (the tenants and the
+/// one partition).
 fn core_cpu() -> Duration {
     thread_cpu_time("fairloop-core-0").expect("the core thread's CPU time")
 }
 
-/// CPU time of this process (tokio `current_thread` runs on the main
-/// thread; the watcher beside it sleeps).
-fn process_cpu() -> Duration {
-    cpu_time(std::process::id()).expect("the process's CPU time")
+/// The thread that runs tokio `current_thread`.
+const TOKIO_THREAD: &str = "tokio-tenants";
+
+fn tokio_cpu() -> Duration {
+    thread_cpu_time(TOKIO_THREAD).expect("the tokio thread's CPU time")
 }
 
-/// What a span of the load did.
-struct Rates {
+/// What a load did in its measured spans, all cycles together.
+#[derive(Default)]
+struct Totals {
+    done: u64,
+    /// Time inside `cpu_work`.
+    in_work: Duration,
+    wall: Duration,
+    /// CPU time of the thread that runs the load.
+    used: Duration,
+    /// The worst Jain index of one span's work.
+    worst_jain: f64,
+}
+
+impl Totals {
     /// Work per second.
-    per_s: f64,
-    /// Work per CPU-second of the thread(s) measured.
-    per_cpu_s: f64,
+    fn per_s(&self) -> f64 {
+        self.done as f64 / self.wall.as_secs_f64().max(1e-9)
+    }
+
+    /// Work per CPU-second of the load's thread.
+    fn per_cpu_s(&self) -> f64 {
+        self.done as f64 / self.used.as_secs_f64().max(1e-9)
+    }
+
     /// The share of that CPU time spent inside `cpu_work`: the rest is the
     /// runtime's. Unlike the rates, it does not move when the VM runs
     /// `cpu_work` itself faster or slower from one phase to the next.
-    in_work: f64,
-}
-
-/// The rates of `done` work and `in_work` time inside it, in `wall` and
-/// `used` CPU time.
-fn rates(done: u64, in_work: Duration, wall: Duration, used: Duration) -> Rates {
-    let used = used.as_secs_f64().max(1e-9);
-    Rates {
-        per_s: done as f64 / wall.as_secs_f64(),
-        per_cpu_s: done as f64 / used,
-        in_work: in_work.as_secs_f64() / used,
+    fn in_work(&self) -> f64 {
+        self.in_work.as_secs_f64() / self.used.as_secs_f64().max(1e-9)
     }
 }
 
-/// Watches the running tenants for whole windows spanning about `secs`;
-/// returns the worst window's Jain index and the work done per second and
-/// per CPU-second of the core.
-fn watch(load: &Load, secs: Duration) -> (f64, Rates) {
-    let start = Instant::now();
-    let (cpu0, in_work0) = (core_cpu(), load.in_work());
+/// After a gate opens, the time until a span counts: the load's tasks wake
+/// and the last load's tasks reach their gate.
+const SETTLE: Duration = Duration::from_millis(200);
+
+/// Opens `load`'s gate, lets it settle and counts one `WINDOW` of its work
+/// (and, with `during`, says when the window is on) into `totals`; closes
+/// the gate.
+fn span(load: &Load, cpu: fn() -> Duration, totals: &mut Totals, during: Option<&AtomicBool>) {
+    load.gate.set(true);
+    std::thread::sleep(SETTLE);
     let first = load.snapshot();
-    let mut last = first.clone();
-    let mut worst = f64::INFINITY;
-    // Whole windows only; a little slack so that `secs` a multiple of the
-    // window gives all of them.
-    while start.elapsed() + WINDOW <= secs + WINDOW / 10 {
-        std::thread::sleep(WINDOW);
-        let now = load.snapshot();
-        let window: Vec<f64> = now.iter().zip(&last).map(|(a, b)| (a - b) as f64).collect();
-        worst = worst.min(jain(&window));
-        last = now;
+    let (start, cpu0, in_work0) = (Instant::now(), cpu(), load.in_work());
+    during.inspect(|d| d.store(true, Ordering::Relaxed));
+    std::thread::sleep(WINDOW);
+    during.inspect(|d| d.store(false, Ordering::Relaxed));
+    let (wall, used, in_work) = (start.elapsed(), cpu() - cpu0, load.in_work() - in_work0);
+    let last = load.snapshot();
+    load.gate.set(false);
+    let window: Vec<f64> = last
+        .iter()
+        .zip(&first)
+        .map(|(a, b)| (a - b) as f64)
+        .collect();
+    let jain = jain(&window);
+    if totals.wall.is_zero() || jain < totals.worst_jain {
+        totals.worst_jain = jain;
     }
-    let done: u64 = last.iter().zip(&first).map(|(a, b)| a - b).sum();
-    let in_work = load.in_work() - in_work0;
-    (
-        worst,
-        rates(done, in_work, start.elapsed(), core_cpu() - cpu0),
-    )
-}
-
-/// Work per second and per CPU-second (as `cpu` counts it) of `load` over
-/// `secs`, after 200 ms of warm-up.
-fn rate(load: &Load, secs: Duration, cpu: fn() -> Duration) -> Rates {
-    std::thread::sleep(Duration::from_millis(200));
-    let (base, in_work0) = (load.total(), load.in_work());
-    let (start, cpu0) = (Instant::now(), cpu());
-    std::thread::sleep(secs);
-    let done = load.total() - base;
-    let in_work = load.in_work() - in_work0;
-    let r = rates(done, in_work, start.elapsed(), cpu() - cpu0);
-    load.stop.store(true, Ordering::Relaxed);
-    r
-}
-
-/// The same tasks, all in one partition (the root): work per second and
-/// per CPU-second.
-fn one_partition(n: usize, rounds: u32, secs: Duration) -> Rates {
-    let load = Load::new(n, rounds);
-    let rt = fairloop_rt();
-    for i in 0..n {
-        rt.spawn(tenant(load.clone(), i)).detach();
-    }
-    let r = rate(&load, secs, core_cpu);
-    drop(rt);
-    r
-}
-
-/// The same tasks on tokio `current_thread`: work per second and per
-/// CPU-second.
-fn on_tokio(n: usize, rounds: u32, secs: Duration) -> Rates {
-    let load = Load::new(n, rounds);
-    let rt = tokio_rt();
-    let watcher = {
-        let load = load.clone();
-        std::thread::spawn(move || rate(&load, secs, process_cpu))
-    };
-    rt.block_on(async {
-        let tasks: Vec<_> = (0..n)
-            .map(|i| {
-                let load = load.clone();
-                tokio::spawn(async move {
-                    while !load.stop.load(Ordering::Relaxed) {
-                        load.step(i);
-                        tokio::task::yield_now().await;
-                    }
-                })
-            })
-            .collect();
-        for t in tasks {
-            let _ = t.await;
-        }
-    });
-    watcher.join().expect("watcher")
+    totals.done += window.iter().sum::<f64>() as u64;
+    totals.in_work += in_work;
+    totals.wall += wall;
+    totals.used += used;
 }
 
 fn run_child(n: usize, secs: Duration) -> String {
@@ -314,7 +330,7 @@ fn run_child(n: usize, secs: Duration) -> String {
     // partition made later, by a task in a partition that has just run
     // among 10,000 tenants, would start only once that partition's last
     // poll is repaid (strict shares), which is not what is measured here.
-    // Its wakes count from when the tenants run.
+    // Its wakes count while the tenants' work is measured.
     let measuring = Arc::new(AtomicBool::new(false));
     let sleeper = {
         let load = load.clone();
@@ -335,7 +351,9 @@ fn run_child(n: usize, secs: Duration) -> String {
             .expect("sleeper")
         })
     };
-    // The creator: makes every tenant, then sleeps 100 ms.
+    // The tenants run from their creation: the creator makes every one,
+    // then sleeps 100 ms.
+    load.gate.set(true);
     let creator = {
         let load = load.clone();
         rt.spawn(async move {
@@ -348,34 +366,84 @@ fn run_child(n: usize, secs: Duration) -> String {
         })
     };
     let creator_late = futures_lite::future::block_on(creator).expect("creator");
-    measuring.store(true, Ordering::Relaxed);
     // Warm-up: every busy tenant's statistics fill their first batch of
     // delays and allocate its histogram (a one-time page fault each,
     // some 10 % of the core while 10,000 of them do it).
     std::thread::sleep(warmup());
-    let (worst_jain, work) = watch(&load, secs);
-    load.stop.store(true, Ordering::Relaxed);
+    load.gate.set(false);
+    // The same tasks in one partition (the root) of the same core, and on
+    // tokio `current_thread` in a thread of its own; both wait at their
+    // gates until their turn.
+    let one = Load::new(n, rounds);
+    for i in 0..n {
+        rt.spawn(tenant(one.clone(), i)).detach();
+    }
+    let on_tokio = Load::new(n, rounds);
+    let tokio_thread = {
+        let load = on_tokio.clone();
+        std::thread::Builder::new()
+            .name(TOKIO_THREAD.into())
+            .spawn(move || {
+                tokio_rt().block_on(async {
+                    let tasks: Vec<_> = (0..n)
+                        .map(|i| {
+                            let load = load.clone();
+                            tokio::spawn(async move {
+                                while load.go_on().await {
+                                    load.step(i);
+                                    tokio::task::yield_now().await;
+                                }
+                            })
+                        })
+                        .collect();
+                    for t in tasks {
+                        let _ = t.await;
+                    }
+                })
+            })
+            .expect("spawn the tokio thread")
+    };
+    // Cycles of a window each, the order reversed every other cycle so
+    // that a drift through the run falls on the three loads alike.
+    let (mut tenants, mut single, mut tokio) =
+        (Totals::default(), Totals::default(), Totals::default());
+    let cycles = (secs.as_secs_f64() / WINDOW.as_secs_f64()).round().max(1.0) as usize;
+    for cycle in 0..cycles {
+        let mut order = [0, 1, 2];
+        if cycle % 2 == 1 {
+            order.reverse();
+        }
+        for which in order {
+            match which {
+                0 => span(&load, core_cpu, &mut tenants, Some(&measuring)),
+                1 => span(&one, core_cpu, &mut single, None),
+                _ => span(&on_tokio, tokio_cpu, &mut tokio, None),
+            }
+        }
+    }
+    for l in [&load, &one, &on_tokio] {
+        l.stop();
+    }
     let mut late = futures_lite::future::block_on(sleeper).expect("sleeper");
     drop(rt);
+    tokio_thread.join().expect("the tokio thread");
     late.sort();
-    let one = one_partition(n, rounds, secs);
-    let tokio = on_tokio(n, rounds, secs);
     format!(
         "{} {} {} {} {} {} {} {} {} {} {} {} {} {}",
         creator_late.as_secs_f64() * 1e3,
-        worst_jain,
-        work.per_s,
-        one.per_s,
-        tokio.per_s,
+        tenants.worst_jain,
+        tenants.per_s(),
+        single.per_s(),
+        tokio.per_s(),
         quantile(&late, 0.5).as_secs_f64() * 1e3,
         quantile(&late, 0.99).as_secs_f64() * 1e3,
         late.len(),
-        work.per_cpu_s,
-        one.per_cpu_s,
-        tokio.per_cpu_s,
-        work.in_work,
-        one.in_work,
-        tokio.in_work,
+        tenants.per_cpu_s(),
+        single.per_cpu_s(),
+        tokio.per_cpu_s(),
+        tenants.in_work(),
+        single.in_work(),
+        tokio.in_work(),
     )
 }
 
