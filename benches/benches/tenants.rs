@@ -14,17 +14,22 @@
 //!   that wakes every 100 ms and only notes the time: well under its fair
 //!   share up to some 50,000 tenants, where a tenant's share of the core is
 //!   2 µs per 100 ms); a creator task makes the tenants (the issue's case)
-//!   and sleeps 100 ms: its lateness; after `TENANTS_WARMUP` (default 4 s,
-//!   in which each busy tenant's statistics allocate their histogram, a
-//!   one-time cost) the tenants run for `TENANTS_SECS` (default 6): Jain's
-//!   index of the tenants' work over each 2 s window (the worst window),
-//!   the sleeper's wake delay from the creator's end (p50, p99), and the
-//!   work per CPU-second of the core (and per wall second) against the
-//!   same tasks in one partition and on tokio `current_thread`, run for as
-//!   long right after; and, for each of the three, the share of the core's
-//!   CPU time spent inside the tenants' work (each call timed), which the
-//!   VM running the work itself faster or slower from one phase to the
-//!   next does not move, as it moves the work ratio by some 3 %.
+//!   and sleeps 100 ms: its lateness; after `TENANTS_WARMUP` (default 4 s)
+//!   three loads take turns on the CPU, one 2 s window each per cycle, the
+//!   order reversed every other cycle, for `TENANTS_SECS` (default 6, so 3
+//!   cycles) of each: the tenants; the same tasks in one partition of the
+//!   same core; the same tasks on tokio `current_thread` in a thread of its
+//!   own. A load waits at a gate while another runs, so this VM's drift
+//!   (it runs the same work a few percent faster or slower from one spell
+//!   to the next) falls on the three alike; run one after another, the
+//!   tenants always first, the ratio moved by that much. Reported: Jain's
+//!   index of the tenants' work in each window (the worst), the sleeper's
+//!   wake delay while the tenants run (p50, p99), the work per CPU-second
+//!   of the thread that runs each load (and per wall second) against one
+//!   partition and tokio; for each load, the share of its thread's CPU time
+//!   spent inside the work (each call timed); and the RSS the process took
+//!   while the loads were measured, per tenant (what a tenant's first
+//!   histogram would cost there shows in it).
 //!
 //! The under-load child runs `TENANTS_ROUNDS` times (default 3), each in a
 //! fresh process; the table gives medians over rounds (and the range of
@@ -366,9 +371,12 @@ fn run_child(n: usize, secs: Duration) -> String {
         })
     };
     let creator_late = futures_lite::future::block_on(creator).expect("creator");
-    // Warm-up: every busy tenant's statistics fill their first batch of
-    // delays and allocate its histogram (a one-time page fault each,
-    // some 10 % of the core while 10,000 of them do it).
+    // Warm-up: caches, the allocator and the tenants' statistics settle.
+    // A busy tenant's delays stay in its statistics' 28 inline buckets;
+    // had they needed the 2.4 KiB histogram (as with 12 inline, after a
+    // pause or two), 10,000 of those made in a measured span cost the
+    // tenants 3-8 % of the core in it. `rss_growth` below shows what the
+    // process took while measured.
     std::thread::sleep(warmup());
     load.gate.set(false);
     // The same tasks in one partition (the root) of the same core, and on
@@ -379,6 +387,7 @@ fn run_child(n: usize, secs: Duration) -> String {
         rt.spawn(tenant(one.clone(), i)).detach();
     }
     let on_tokio = Load::new(n, rounds);
+    let (spawned, all_spawned) = std::sync::mpsc::channel();
     let tokio_thread = {
         let load = on_tokio.clone();
         std::thread::Builder::new()
@@ -396,6 +405,7 @@ fn run_child(n: usize, secs: Duration) -> String {
                             })
                         })
                         .collect();
+                    let _ = spawned.send(());
                     for t in tasks {
                         let _ = t.await;
                     }
@@ -407,6 +417,10 @@ fn run_child(n: usize, secs: Duration) -> String {
     // that a drift through the run falls on the three loads alike.
     let (mut tenants, mut single, mut tokio) =
         (Totals::default(), Totals::default(), Totals::default());
+    all_spawned
+        .recv()
+        .expect("the tokio thread spawned its tasks");
+    let rss_before = rss_bytes();
     let cycles = (secs.as_secs_f64() / WINDOW.as_secs_f64()).round().max(1.0) as usize;
     for cycle in 0..cycles {
         let mut order = [0, 1, 2];
@@ -421,6 +435,9 @@ fn run_child(n: usize, secs: Duration) -> String {
             }
         }
     }
+    // Memory the process took while the loads were measured: histograms
+    // (or anything else) made then would show here.
+    let rss_growth = rss_bytes() - rss_before;
     for l in [&load, &one, &on_tokio] {
         l.stop();
     }
@@ -429,7 +446,7 @@ fn run_child(n: usize, secs: Duration) -> String {
     tokio_thread.join().expect("the tokio thread");
     late.sort();
     format!(
-        "{} {} {} {} {} {} {} {} {} {} {} {} {} {}",
+        "{} {} {} {} {} {} {} {} {} {} {} {} {} {} {}",
         creator_late.as_secs_f64() * 1e3,
         tenants.worst_jain,
         tenants.per_s(),
@@ -444,6 +461,7 @@ fn run_child(n: usize, secs: Duration) -> String {
         tenants.in_work(),
         single.in_work(),
         tokio.in_work(),
+        rss_growth as f64 / n as f64,
     )
 }
 
@@ -510,9 +528,9 @@ fn main() {
         "| tenants (medians of rounds) | creator late ms | worst 2 s Jain \
          | work per core CPU-s / one partition [range] | / tokio | per wall s / one partition \
          | / tokio | core time in the work: tenants · one partition · tokio [ratio range] \
-         | sleeper late p50 ms | p99 ms | sleeps |"
+         | sleeper late p50 ms | p99 ms | sleeps | RSS taken while measured, B per tenant [max] |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let rounds: usize = std::env::var("TENANTS_ROUNDS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -530,7 +548,7 @@ fn main() {
         let in_work = med(&|r| r[11] / r[12]);
         println!(
             "| {n} | {} | {:.3} | {:.3} [{:.3}-{:.3}] | {:.3} | {:.3} | {:.3} \
-             | {:.3} · {:.3} · {:.3} [{:.3}-{:.3}] | {} | {} | {} |",
+             | {:.3} · {:.3} · {:.3} [{:.3}-{:.3}] | {} | {} | {} | {:.0} [{:.0}] |",
             ms(Duration::from_secs_f64(med(&|r| r[0]).0 / 1e3)),
             med(&|r| r[1]).0,
             work.0,
@@ -547,6 +565,8 @@ fn main() {
             ms(Duration::from_secs_f64(med(&|r| r[5]).0 / 1e3)),
             ms(Duration::from_secs_f64(med(&|r| r[6]).0 / 1e3)),
             med(&|r| r[7]).0,
+            med(&|r| r[14]).0,
+            med(&|r| r[14]).2,
         );
     }
 }
