@@ -14,8 +14,10 @@
 //!   that wakes every 100 ms and only notes the time: well under its fair
 //!   share up to some 50,000 tenants, where a tenant's share of the core is
 //!   2 µs per 100 ms); a creator task makes the tenants (the case)
-//!   and sleeps 100 ms: its lateness; after `TENANTS_WARMUP` (default 4 s)
-//!   three loads take turns on the CPU, one 2 s window each per cycle, the
+//!   and sleeps 100 ms: its lateness; after `TENANTS_WARMUP` (default 4 s,
+//!   then a pause at the gate below and half as long again, so that what
+//!   a tenant makes once is made before anything is measured) three
+//!   loads take turns on the CPU, one 2 s window each per cycle, the
 //!   order reversed every other cycle, for `TENANTS_SECS` (default 6, so 3
 //!   cycles) of each: the tenants; the same tasks in one partition of the
 //!   same core; the same tasks on tokio `current_thread` in a thread of its
@@ -371,13 +373,20 @@ fn run_child(n: usize, secs: Duration) -> String {
         })
     };
     let creator_late = futures_lite::future::block_on(creator).expect("creator");
-    // Warm-up: caches, the allocator and the tenants' statistics settle.
-    // A busy tenant's delays stay in its statistics' 28 inline buckets;
-    // had they needed the 2.4 KiB histogram (as with 12 inline, after a
-    // pause or two), 10,000 of those made in a measured span cost the
-    // tenants 3-8 % of the core in it. `rss_growth` below shows what the
-    // process took while measured.
+    // Warm-up: caches, the allocator and the tenants' statistics settle,
+    // and the tenants wait at their gate once. The gate's wakes come from
+    // another thread, and a partition's first foreign wake makes its
+    // injection queue (1.3 KiB): 10,000 of them made in a measured span
+    // would cost the tenants there, once. So would histograms: a busy
+    // tenant's delays stay in its statistics' 28 inline buckets, but with
+    // 12 inline, after a pause or two, 10,000 histograms (2.4 KiB each)
+    // made in the measured spans cost the tenants 3-8 % of the core in
+    // them. `rss_growth` below shows what the process took while measured.
     std::thread::sleep(warmup());
+    load.gate.set(false);
+    std::thread::sleep(SETTLE);
+    load.gate.set(true);
+    std::thread::sleep(warmup() / 2);
     load.gate.set(false);
     // The same tasks in one partition (the root) of the same core, and on
     // tokio `current_thread` in a thread of its own; both wait at their
