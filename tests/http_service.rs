@@ -298,3 +298,111 @@ fn drive(child: &mut Child, lines: &Receiver<String>) {
     let stopped = wait_for(lines, "stopped: ");
     assert!(stopped.contains(" 0 cancelled"), "{stopped}");
 }
+
+/// `/metrics` with many tenants: 20 busy partitions and 200 idle ones. The
+/// export names the 20 busiest, each once, and one `partition="other"` row
+/// whose polls and busy time are the cores' totals less the listed ones':
+/// a scrape grows with the cap, not with the number of partitions.
+#[test]
+fn metrics_list_the_busiest_partitions_and_sum_the_rest() {
+    use fairloop::partition::{self, Partition};
+    use http_service::{metrics_rows, prometheus, METRICS_TOP_PARTITIONS};
+    use std::time::Instant;
+
+    with_timeout(T, || {
+        let rt = common::rt(1);
+        let handle = rt.handle();
+        rt.block_on(async {
+            let mut done = Vec::new();
+            for i in 0..220 {
+                let busy = i < 20;
+                let name = if busy {
+                    format!("busy-{i}")
+                } else {
+                    format!("idle-{i}")
+                };
+                done.push(partition::spawn(
+                    Partition::builder().name(&name),
+                    async move {
+                        // A busy tenant: 2 ms of CPU in 40 polls; an idle
+                        // one: a single poll that does nothing.
+                        for _ in 0..if busy { 40 } else { 0 } {
+                            let until = Instant::now() + Duration::from_micros(50);
+                            while Instant::now() < until {
+                                std::hint::spin_loop();
+                            }
+                            fairloop::yield_now().await;
+                        }
+                    },
+                ));
+            }
+            for d in done {
+                d.await.expect("tenant");
+            }
+        });
+        // The boards catch up within 10 ms of the core's last turn.
+        let listed = |rows: &[fairloop::metrics::PartitionMetrics]| -> Vec<String> {
+            let mut names: Vec<String> = rows.iter().filter_map(|r| r.name.clone()).collect();
+            names.sort();
+            names
+        };
+        let mut busy: Vec<String> = (0..20).map(|i| format!("busy-{i}")).collect();
+        busy.sort();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (cores, rows) = loop {
+            let rows = metrics_rows(&handle, METRICS_TOP_PARTITIONS);
+            if listed(&rows) == busy {
+                break (handle.core_metrics(), rows);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the 20 busy tenants are not the rows: {:?}",
+                listed(&rows)
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert_eq!(rows.len(), METRICS_TOP_PARTITIONS);
+        let text = prometheus(&cores, &rows);
+        let series = |name: &str| -> Vec<&str> {
+            text.lines()
+                .filter(|l| l.starts_with(&format!("{name}{{")))
+                .collect()
+        };
+        let polls = series("fairloop_partition_polls_total");
+        assert_eq!(polls.len(), METRICS_TOP_PARTITIONS + 1, "{polls:#?}");
+        assert!(!text.contains("idle-"), "an idle tenant is listed");
+        let value =
+            |line: &str| -> f64 { line.rsplit(' ').next().unwrap().parse().expect("a number") };
+        let other = |name: &str| -> f64 {
+            let lines = series(name);
+            let others: Vec<&&str> = lines
+                .iter()
+                .filter(|l| l.contains("partition=\"other\""))
+                .collect();
+            assert_eq!(others.len(), 1, "{name}: {lines:#?}");
+            value(others[0])
+        };
+        let core_polls: u64 = cores.iter().map(|c| c.polls).sum();
+        let listed_polls: u64 = rows.iter().map(|r| r.polls).sum();
+        assert!(listed_polls >= 20 * 40, "{listed_polls} polls listed");
+        let other_polls = other("fairloop_partition_polls_total");
+        assert_eq!(other_polls as u64, core_polls - listed_polls);
+        // The 200 idle tenants polled once each: all of them in "other".
+        assert!(other_polls >= 200.0, "{other_polls} polls in other");
+        let core_busy: Duration = cores.iter().map(|c| c.busy).sum();
+        let listed_busy: Duration = rows.iter().map(|r| r.busy).sum();
+        let other_busy = other("fairloop_partition_busy_seconds_total");
+        assert!(
+            (other_busy - (core_busy - listed_busy).as_secs_f64()).abs() < 1e-6,
+            "{other_busy} s in other"
+        );
+        for name in [
+            "fairloop_partition_busy_seconds_total",
+            "fairloop_partition_shares",
+            "fairloop_partition_sched_delay_max_seconds",
+        ] {
+            let n = series(name).len();
+            assert!(n <= METRICS_TOP_PARTITIONS + 1, "{name}: {n} series");
+        }
+    });
+}
