@@ -182,6 +182,36 @@ fn a_partition_created_between_polls_joins_at_the_fair_point() {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
+    /// The creator's case over many shapes: one poll makes `tenants`
+    /// CPU-bound tenants (`make` µs apart, each with `tasks` tasks of
+    /// `cost` µs polls), then the creator sleeps. Woken, it runs within
+    /// one turn: whatever it made and however long it took, the tenants
+    /// joined level with it, so it owes them nothing.
+    #[test]
+    fn a_creator_runs_within_one_turn_of_waking_whatever_it_made(
+        tenants in 10usize..2500,
+        make in 1u64..20,
+        cost in 5u64..100,
+        tasks in 1usize..4,
+        sleep_ms in 1u64..200,
+    ) {
+        let mut core = Core::new(SchedulerConfig::default());
+        let creator = core.add();
+        core.s.push(creator, Task::Special, core.now);
+        prop_assert_eq!(core.s.begin_turn(core.now), Some(creator));
+        prop_assert_eq!(core.s.next_in_turn(core.now), Some(Task::Special));
+        for _ in 0..tenants {
+            core.now += make * US;
+            core.add_tenant(tasks, cost * US);
+        }
+        core.s.poll_done(core.now);
+        core.s.end_turn();
+        let wake_at = core.now + sleep_ms * MS;
+        core.run_until(wake_at);
+        let others = core.wake_and_count(creator, 5 * US, 10 * tenants as u64);
+        prop_assert!(others <= 1, "{} turns of other partitions ran first", others);
+    }
+
     /// A partition that sleeps and uses less than its fair share is not
     /// charged for the time the others spent: every time it wakes, it runs
     /// within one turn, however many tenants are runnable. "Less than its
