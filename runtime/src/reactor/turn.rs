@@ -158,7 +158,7 @@ impl Reactor {
         let ran = {
             let mut ran = self.ran.borrow_mut();
             if let Some(busy) = busy {
-                ran.push((turn.key.index(), busy));
+                note_turn(&mut ran, turn.key.index(), busy);
             }
             ran.len()
         };
@@ -523,9 +523,46 @@ enum Candidate<'a> {
     Ran(usize),
 }
 
+/// Notes a turn of the partition at scheduler key `key`, whose busy time
+/// is now `busy`, for the next leaderboard refresh. Turns of the same
+/// partition in a row (a core with one busy partition, every spawn or
+/// wake of which is a turn) update one entry, since the refresh keeps only
+/// the latest busy time of each: noted one by one, they filled the list
+/// every [`RAN_REFRESH`] turns, and the refreshes cost `--bench sched`'s
+/// `chained_spawn` (a turn per task) some 5 % (medians of 4 alternated
+/// runs: 216 against 203 µs).
+fn note_turn(ran: &mut Vec<(usize, Duration)>, key: usize, busy: Duration) {
+    match ran.last_mut() {
+        Some(last) if last.0 == key => last.1 = busy,
+        _ => ran.push((key, busy)),
+    }
+}
+
 /// Partitions in each core's leaderboard: `top_partitions(n)` is exact for
 /// `n` up to this many.
 const LEADERS: usize = 64;
 /// Turns after which the leaderboard is refreshed even within the 10 ms
 /// period, so that the refresh sorts a short list: O(log) per turn.
 const RAN_REFRESH: usize = 4 * LEADERS;
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::note_turn;
+
+    /// Turns of one partition in a row take one entry, with the latest
+    /// busy time; another partition's turn in between takes its own.
+    #[test]
+    fn turns_in_a_row_of_one_partition_are_noted_once() {
+        let ms = Duration::from_millis;
+        let mut ran = Vec::new();
+        for i in 1..=1000 {
+            note_turn(&mut ran, 3, ms(i));
+        }
+        assert_eq!(ran, [(3, ms(1000))]);
+        note_turn(&mut ran, 5, ms(7));
+        note_turn(&mut ran, 3, ms(1001));
+        assert_eq!(ran, [(3, ms(1000)), (5, ms(7)), (3, ms(1001))]);
+    }
+}
