@@ -533,32 +533,57 @@ mod tests {
         }
     }
 
-    /// A busy tenant among 10,000: the first poll of each turn waited about
-    /// a round (560-700 ms), the two tasks it re-queued about a poll's
-    /// length (18-30 µs), with a VM's jitter. Ten buckets: all inline, no
-    /// histogram (with 8 inline buckets it was made, and its first page
-    /// faults cost 2-3 % of the core in `--bench tenants`).
+    /// The tests' jitter: a xorshift generator, the same every run.
+    struct Jitter(u64);
+
+    impl Jitter {
+        fn new() -> Self {
+            Jitter(0x2545_f491_4f6c_dd1d)
+        }
+
+        /// A value in `lo..hi`.
+        fn between(&mut self, lo: u64, hi: u64) -> u64 {
+            let x = &mut self.0;
+            *x ^= *x << 13;
+            *x ^= *x >> 7;
+            *x ^= *x << 17;
+            lo + *x % (hi - lo)
+        }
+
+        /// A busy tenant's turn among 10,000: its first poll waited about
+        /// a round (560-700 ms), the two tasks it re-queued about a poll's
+        /// length (18-30 µs), with a VM's jitter.
+        fn busy_turn(&mut self) -> [u64; 3] {
+            [
+                self.between(560_000_000, 700_000_000),
+                self.between(18_000, 30_000),
+                self.between(18_000, 30_000),
+            ]
+        }
+    }
+
+    /// Records `delays` in `s`; returns the buckets they took.
+    fn record_all(
+        s: &PartitionStats,
+        delays: impl IntoIterator<Item = u64>,
+    ) -> std::collections::BTreeSet<usize> {
+        delays
+            .into_iter()
+            .map(|d| {
+                s.record_delay(d);
+                bucket_of(d)
+            })
+            .collect()
+    }
+
+    /// A busy tenant's turns take ten buckets: all inline, no histogram
+    /// (with 8 inline buckets it was made, and its first page faults cost
+    /// 2-3 % of the core in `--bench tenants`).
     #[test]
     fn a_busy_tenants_delays_stay_inline() {
         let s = PartitionStats::new();
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut jitter = |lo: u64, hi: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            lo + x % (hi - lo)
-        };
-        let mut buckets = std::collections::BTreeSet::new();
-        for _ in 0..1_000 {
-            for d in [
-                jitter(560_000_000, 700_000_000),
-                jitter(18_000, 30_000),
-                jitter(18_000, 30_000),
-            ] {
-                s.record_delay(d);
-                buckets.insert(bucket_of(d));
-            }
-        }
+        let mut j = Jitter::new();
+        let buckets = record_all(&s, (0..1_000).flat_map(|_| j.busy_turn()));
         assert_eq!(buckets.len(), 10, "the mix spans {} buckets", buckets.len());
         assert!(s.delay_buckets.get().is_none(), "the histogram was made");
         assert_eq!(s.delay_count(), 3_000);
@@ -572,26 +597,15 @@ mod tests {
     #[test]
     fn a_busy_tenant_that_pauses_keeps_its_delays_inline() {
         let s = PartitionStats::new();
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut jitter = |lo: u64, hi: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            lo + x % (hi - lo)
-        };
-        let mut buckets = std::collections::BTreeSet::new();
-        let mut record = |d: u64| {
-            s.record_delay(d);
-            buckets.insert(bucket_of(d));
-        };
+        let mut j = Jitter::new();
+        let mut delays = Vec::new();
         for _pause in 0..12 {
-            record(jitter(1_000_000, 600_000_000));
+            delays.push(j.between(1_000_000, 600_000_000));
             for _ in 0..300 {
-                record(jitter(560_000_000, 700_000_000));
-                record(jitter(18_000, 30_000));
-                record(jitter(18_000, 30_000));
+                delays.extend(j.busy_turn());
             }
         }
+        let buckets = record_all(&s, delays);
         assert_eq!(buckets.len(), 20, "the mix spans {} buckets", buckets.len());
         assert!(s.delay_buckets.get().is_none(), "the histogram was made");
         assert_eq!(s.delay_count(), 12 * 901);
