@@ -300,9 +300,10 @@ fn drive(child: &mut Child, lines: &Receiver<String>) {
 }
 
 /// `/metrics` with many tenants: 20 busy partitions and 200 idle ones. The
-/// export names the 20 busiest, each once, and one `partition="other"` row
-/// whose polls and busy time are the cores' totals less the listed ones':
-/// a scrape grows with the cap, not with the number of partitions.
+/// export names the 20 busiest (as sorting every partition's metrics by
+/// busy time says), each once, and one `partition="other"` row whose polls
+/// and busy time are the cores' totals less the listed ones': a scrape
+/// grows with the cap, not with the number of partitions.
 #[test]
 fn metrics_list_the_busiest_partitions_and_sum_the_rest() {
     use fairloop::partition::{self, Partition};
@@ -324,10 +325,10 @@ fn metrics_list_the_busiest_partitions_and_sum_the_rest() {
                 done.push(partition::spawn(
                     Partition::builder().name(&name),
                     async move {
-                        // A busy tenant: 2 ms of CPU in 40 polls; an idle
+                        // A busy tenant: 4 ms of CPU in 40 polls; an idle
                         // one: a single poll that does nothing.
                         for _ in 0..if busy { 40 } else { 0 } {
-                            let until = Instant::now() + Duration::from_micros(50);
+                            let until = Instant::now() + Duration::from_micros(100);
                             while Instant::now() < until {
                                 std::hint::spin_loop();
                             }
@@ -340,24 +341,32 @@ fn metrics_list_the_busiest_partitions_and_sum_the_rest() {
                 d.await.expect("tenant");
             }
         });
-        // The boards catch up within 10 ms of the core's last turn.
-        let listed = |rows: &[fairloop::metrics::PartitionMetrics]| -> Vec<String> {
-            let mut names: Vec<String> = rows.iter().filter_map(|r| r.name.clone()).collect();
-            names.sort();
-            names
+        // The busiest by the whole list, which costs O(partitions). Busy
+        // time is the polls' wall-clock time: on a loaded machine a poll
+        // the OS preempts counts long, and an idle tenant may rank among
+        // the busy ones. The boards catch up within 10 ms of the core's
+        // last turn.
+        let busiest = || -> Vec<u64> {
+            let mut all = rt.metrics().partitions;
+            all.sort_by(|a, b| b.busy.cmp(&a.busy).then(a.id.cmp(&b.id)));
+            all.iter()
+                .take(METRICS_TOP_PARTITIONS)
+                .map(|m| m.id)
+                .collect()
         };
-        let mut busy: Vec<String> = (0..20).map(|i| format!("busy-{i}")).collect();
-        busy.sort();
         let deadline = Instant::now() + Duration::from_secs(10);
         let (cores, rows) = loop {
             let rows = metrics_rows(&handle, METRICS_TOP_PARTITIONS);
-            if listed(&rows) == busy {
+            let ids: Vec<u64> = rows.iter().map(|r| r.id).collect();
+            if ids == busiest() {
                 break (handle.core_metrics(), rows);
             }
             assert!(
                 Instant::now() < deadline,
-                "the 20 busy tenants are not the rows: {:?}",
-                listed(&rows)
+                "the rows are not the 20 busiest: {:?}",
+                rows.iter()
+                    .map(|r| (r.name.clone(), r.busy))
+                    .collect::<Vec<_>>()
             );
             std::thread::sleep(Duration::from_millis(10));
         };
@@ -370,7 +379,17 @@ fn metrics_list_the_busiest_partitions_and_sum_the_rest() {
         };
         let polls = series("fairloop_partition_polls_total");
         assert_eq!(polls.len(), METRICS_TOP_PARTITIONS + 1, "{polls:#?}");
-        assert!(!text.contains("idle-"), "an idle tenant is listed");
+        let mut names: Vec<&str> = polls
+            .iter()
+            .filter_map(|l| l.split("partition=\"").nth(1)?.split('"').next())
+            .collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(
+            names.len(),
+            polls.len(),
+            "a partition listed twice: {polls:#?}"
+        );
         let value =
             |line: &str| -> f64 { line.rsplit(' ').next().unwrap().parse().expect("a number") };
         let other = |name: &str| -> f64 {
@@ -384,11 +403,10 @@ fn metrics_list_the_busiest_partitions_and_sum_the_rest() {
         };
         let core_polls: u64 = cores.iter().map(|c| c.polls).sum();
         let listed_polls: u64 = rows.iter().map(|r| r.polls).sum();
-        assert!(listed_polls >= 20 * 40, "{listed_polls} polls listed");
         let other_polls = other("fairloop_partition_polls_total");
         assert_eq!(other_polls as u64, core_polls - listed_polls);
-        // The 200 idle tenants polled once each: all of them in "other".
-        assert!(other_polls >= 200.0, "{other_polls} polls in other");
+        // The 200 idle tenants polled once each: at least 180 in "other".
+        assert!(other_polls >= 180.0, "{other_polls} polls in other");
         let core_busy: Duration = cores.iter().map(|c| c.busy).sum();
         let listed_busy: Duration = rows.iter().map(|r| r.busy).sum();
         let other_busy = other("fairloop_partition_busy_seconds_total");
