@@ -102,16 +102,16 @@ fn unpack(entry: u32) -> (usize, u64) {
 /// Delays are counted inline, in up to 28 buckets with a count each, and
 /// added to the 2.4 KiB histogram when a 29th bucket is needed; the
 /// histogram is allocated by the first such batch, and gets later ones 12
-/// buckets at a time. A partition's delays
-/// cluster in a few buckets (a busy tenant waits about one round, a task
-/// it re-queued about the poll that did it), so most partitions touch
-/// their histogram seldom or never. A service with 100,000 tenant partitions, most of them
-/// idle, pays for histograms only where there is something to measure, and
-/// one with 10,000 busy tenants on a core does not touch a histogram (a
-/// cache and TLB miss, each turn a different partition's, some 17 µs in
-/// this project's VM) every few turns: with a batch of 16 delays flushed
-/// whole, that was still 3-11 % of the core. Percentiles read the same
-/// either way.
+/// buckets at a time. A partition's delays cluster in a few buckets (a
+/// busy tenant waits about one round, a task it re-queued about the poll
+/// that did it, and each wake among thousands adds one), so most
+/// partitions never make their histogram. A service with 100,000 tenant
+/// partitions, most of them idle, pays for histograms only where there is
+/// something to measure, and one with 10,000 busy tenants on a core does
+/// not touch a histogram (a cache and TLB miss, each turn a different
+/// partition's, some 17 µs in this project's VM) every few turns: with a
+/// batch of 16 delays flushed whole, that was still 3-11 % of the core.
+/// Percentiles read the same either way.
 pub struct PartitionStats {
     polls: AtomicU64,
     busy_ns: AtomicU64,
