@@ -136,22 +136,36 @@ impl Core {
 /// which then waited for every one of them to catch up: about 36 s.)
 #[test]
 fn a_creator_does_not_pay_for_the_partitions_it_creates() {
+    let others = create_then_sleep(3000, 5 * US, 1, 20 * US, 100 * MS, 10_000);
+    assert!(others <= 1, "{others} turns of other partitions ran first");
+}
+
+/// A creator's poll makes `tenants` CPU-bound tenants, `make` apart, each
+/// with `tasks` tasks of `cost` polls; then the creator sleeps `sleep`
+/// while they run. Returns how many turns of others ran after it woke
+/// before its own (at most `limit`).
+fn create_then_sleep(
+    tenants: usize,
+    make: Nanos,
+    tasks: usize,
+    cost: Nanos,
+    sleep: Nanos,
+    limit: u64,
+) -> u64 {
     let mut core = Core::new(SchedulerConfig::default());
     let creator = core.add();
     core.s.push(creator, Task::Special, core.now);
     assert_eq!(core.s.begin_turn(core.now), Some(creator));
     assert_eq!(core.s.next_in_turn(core.now), Some(Task::Special));
-    for _ in 0..3000 {
-        core.now += 5 * US;
-        core.add_tenant(1, 20 * US);
+    for _ in 0..tenants {
+        core.now += make;
+        core.add_tenant(tasks, cost);
     }
     core.s.poll_done(core.now);
     core.s.end_turn();
-    // The creator sleeps 100 ms while the tenants run.
-    let wake_at = core.now + 100 * MS;
+    let wake_at = core.now + sleep;
     core.run_until(wake_at);
-    let others = core.wake_and_count(creator, 5 * US, 10_000);
-    assert!(others <= 1, "{others} turns of other partitions ran first");
+    core.wake_and_count(creator, 5 * US, limit)
 }
 
 /// A partition created between polls (no poll in progress) joins at the
@@ -195,20 +209,14 @@ proptest! {
         tasks in 1usize..4,
         sleep_ms in 1u64..200,
     ) {
-        let mut core = Core::new(SchedulerConfig::default());
-        let creator = core.add();
-        core.s.push(creator, Task::Special, core.now);
-        prop_assert_eq!(core.s.begin_turn(core.now), Some(creator));
-        prop_assert_eq!(core.s.next_in_turn(core.now), Some(Task::Special));
-        for _ in 0..tenants {
-            core.now += make * US;
-            core.add_tenant(tasks, cost * US);
-        }
-        core.s.poll_done(core.now);
-        core.s.end_turn();
-        let wake_at = core.now + sleep_ms * MS;
-        core.run_until(wake_at);
-        let others = core.wake_and_count(creator, 5 * US, 10 * tenants as u64);
+        let others = create_then_sleep(
+            tenants,
+            make * US,
+            tasks,
+            cost * US,
+            sleep_ms * MS,
+            10 * tenants as u64,
+        );
         prop_assert!(others <= 1, "{} turns of other partitions ran first", others);
     }
 
