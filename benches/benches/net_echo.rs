@@ -15,11 +15,16 @@
 //! With `--features tokio-compat`, the row `fairloop-compat` is the same
 //! fairloop server on a runtime with `Builder::tokio_compat(true)`.
 //!
-//! A filter picks rows by name (`fairloop`, `mio`, `64B`, ...). Each row
-//! runs `NET_WARMUP` s (default 0.5) of warm-up, then `NET_SECS` s
-//! (default 3) of measurement. `NET_REPEAT` (default 1) runs that many
-//! rounds of every row, rotating the order of the servers, and reports
-//! medians and ranges; ratios are taken within a round.
+//! A filter picks rows by name (`fairloop`, `mio`, `64B`, ...). Every
+//! selected server starts once and stays up, and the servers take turns:
+//! each row opens its connections, runs `NET_WARMUP` s (default 0.5) of
+//! warm-up, then `NET_SECS` s (default 3) of measurement, while the other
+//! servers wait idle (their CPU over the window is printed as "idle CPU":
+//! 0.00 s/s expected). `NET_REPEAT` (default 1) runs that many rounds of
+//! every row, rotating the order of the servers, and reports medians and
+//! ranges; ratios are taken within a round. With servers that stay up,
+//! rounds of short rows put the two servers of a ratio in the same spell
+//! of the shared machine (see `net_http`).
 //!
 //! `NET_ECHO_BUF=BYTES` gives every server that read buffer (`net_server
 //! echo RUNTIME --buf BYTES`; 4096 to 65536 are the issue's "reasonable
@@ -28,10 +33,9 @@
 //! The client is [`fairloop_benches::net::load`] (shared with the HTTP
 //! benches' Rust client).
 
-use std::time::Duration;
-
 use fairloop_benches::net::{
-    env_usize, load, loadavg, raise_nofile, secs_from_env, selected, Measured, Ratios, Server,
+    cpu_of_others, env_usize, load, loadavg, raise_nofile, secs_from_env, selected, Measured,
+    Ratios, Server,
 };
 use fairloop_benches::{machine, us};
 
@@ -76,24 +80,56 @@ fn main() {
             .map_or("16384 B (default)".into(), |b| format!("{b} B")),
         loadavg()
     );
+    // Every selected server, started once (an echo server serves any
+    // message size); a server that fails to start is reported and left out.
+    let mut servers = Vec::new();
+    for runtime in RUNTIMES {
+        // `fairloop-compat` (tokio_compat on) needs the feature.
+        let built = runtime != "fairloop-compat" || cfg!(feature = "tokio-compat");
+        if !built
+            || !SIZES
+                .iter()
+                .any(|size| selected(&format!("{runtime} {size}B")))
+        {
+            continue;
+        }
+        let mut args = vec!["echo", runtime];
+        if let Some(b) = buf.as_deref() {
+            args.extend(["--buf", b]);
+        }
+        match Server::start(SERVER, &args) {
+            Ok(server) => servers.push((runtime, server)),
+            Err(e) => println!("  {runtime:<20} SKIPPED: {e}"),
+        }
+    }
     let mut rows = Vec::new();
     for round in 0..rounds {
         for size in SIZES {
             // Each round starts with a different server, so that no server
             // always runs first (or last) in a size's series.
-            for k in 0..RUNTIMES.len() {
-                let runtime = RUNTIMES[(k + round) % RUNTIMES.len()];
+            for k in 0..servers.len() {
+                let (runtime, server) = &servers[(k + round) % servers.len()];
                 let name = format!("{runtime} {size}B");
-                // `fairloop-compat` (tokio_compat on) needs the feature.
-                let built = runtime != "fairloop-compat" || cfg!(feature = "tokio-compat");
-                if !built || !selected(&name) {
+                if !selected(&name) {
                     continue;
                 }
-                match run(runtime, size, buf.as_deref(), conns, threads, warmup, secs) {
+                let idle0 = cpu_of_others(&servers, server);
+                let spec = load::Spec {
+                    conns,
+                    threads,
+                    warmup,
+                    secs,
+                    per_thread: false,
+                };
+                let measured = load::run(server, server.addrs[0], load::Work::Echo { size }, &spec);
+                let idle1 = cpu_of_others(&servers, server);
+                match measured {
                     Ok(m) => {
+                        let idle = idle1.saturating_sub(idle0).as_secs_f64()
+                            / m.cpu_wall.as_secs_f64().max(1e-9);
                         println!(
                             "  round {round} {name:<20} {:>9.0} req/s  server CPU {:>5.2} s/s  \
-                             {:>9.0} req/CPU-s  p50 {:>7} µs  p99 {:>7} µs",
+                             {:>9.0} req/CPU-s  p50 {:>7} µs  p99 {:>7} µs  idle CPU {idle:>4.2} s/s",
                             m.rps(),
                             m.cpu_share(),
                             m.per_cpu(),
@@ -112,6 +148,7 @@ fn main() {
             }
         }
     }
+    drop(servers);
     println!("load average after: {}", loadavg());
 
     // Medians over the rounds, with the range.
@@ -154,34 +191,4 @@ fn main() {
             println!("  {size:>4} B vs {peer:<14} {}", Ratios::of(&pairs));
         }
     }
-}
-
-fn run(
-    runtime: &'static str,
-    size: usize,
-    buf: Option<&str>,
-    conns: usize,
-    threads: usize,
-    warmup: Duration,
-    secs: Duration,
-) -> std::io::Result<Measured> {
-    let mut args = vec!["echo", runtime];
-    if let Some(b) = buf {
-        args.extend(["--buf", b]);
-    }
-    let server = Server::start(SERVER, &args)?;
-    let m = load::run(
-        &server,
-        server.addrs[0],
-        load::Work::Echo { size },
-        &load::Spec {
-            conns,
-            threads,
-            warmup,
-            secs,
-            per_thread: false,
-        },
-    )?;
-    drop(server);
-    Ok(m)
 }

@@ -39,19 +39,37 @@
 //! both with one thread put it level or behind), so the default is one
 //! thread for both: client and server do not compete for a CPU.
 //!
-//! Each row: `NET_WARMUP` s of load (default 1; wrk rounds up to whole
-//! seconds), then `NET_SECS` s measured (default 5; whole seconds for wrk).
-//! The server's CPU time (utime + stime from `/proc/<pid>/stat`) is read
-//! just before and just after the measured client run; for wrk that spans
-//! the wrk process (its start and its 64 connects: milliseconds in
-//! seconds). Latency percentiles are wrk's `--latency` distribution, or
-//! the Rust client's own per-request figures (write to the last byte of
-//! the response).
+//! **The servers take turns.** Every selected server starts once and
+//! stays up; after `NET_WARMUP` s of load each (default 1; wrk rounds up to
+//! whole seconds), the bench runs `NET_REPEAT` rounds (default 9), and in
+//! each round every server gets one measured window of `NET_SECS` s
+//! (default 2; whole seconds for wrk), the order rotating from round to
+//! round. On the shared VM the same server runs a few percent faster or
+//! slower from one spell to the next; rows that ran one after another for
+//! 5 s each, with a fresh server per row, put that drift into the ratio
+//! (per-round ratios of one 3-round run spread over 5 %). Windows of 2 s
+//! side by side put the two servers of a ratio in the same spell, and nine
+//! of them cost less time than three rows did. A server that waits its
+//! turn is idle (parked in its poller); the bench checks it: the other
+//! servers' CPU during each window is printed as "idle CPU" (0.00 s/s
+//! expected).
 //!
-//! `NET_REPEAT` rounds (default 3), rotating the order of the servers;
-//! the table gives medians [min-max], the ratios are taken within a round
-//! (fairloop / peer for req/s and req/CPU-s, peer / fairloop for p99, so
-//! above 1.0 is fairloop better), then given as median [min-max].
+//! `NET_PIN=1` starts every server with `--pin`: fairloop's core, and the
+//! one thread of the others, on the first CPU (the client floats). The
+//! default leaves them unpinned, as the shared bench machine asks.
+//!
+//! The server's CPU time (utime + stime from `/proc/<pid>/stat`) is read
+//! just before and just after each measured client run; for wrk that spans
+//! the wrk process (its start and its 64 connects: milliseconds in
+//! seconds). Every window opens new connections (wrk's or the Rust
+//! client's), as a fresh row did. Latency percentiles are wrk's
+//! `--latency` distribution, or the Rust client's own per-request figures
+//! (write to the last byte of the response).
+//!
+//! The table gives medians [min-max] over the rounds; the ratios are taken
+//! within a round (fairloop / peer for req/s and req/CPU-s, peer /
+//! fairloop for p99, so that above 1.0 is fairloop better), then given as
+//! median [min-max].
 //!
 //! ```text
 //! cargo bench -p fairloop-benches --bench net_http [-- FILTER..]
@@ -65,8 +83,8 @@
 use std::time::Duration;
 
 use fairloop_benches::net::{
-    env_usize, loadavg, median, raise_nofile, secs_from_env, selected, HttpClient, Measured,
-    Ratios, Server,
+    cpu_of_others, env_usize, loadavg, median, raise_nofile, secs_from_env, selected, HttpClient,
+    Measured, Ratios, Server,
 };
 use fairloop_benches::{machine, us};
 
@@ -82,9 +100,10 @@ struct Row {
 fn main() {
     raise_nofile();
     let conns = env_usize("NET_CONNS", 64);
-    let rounds = env_usize("NET_REPEAT", 3).max(1);
+    let rounds = env_usize("NET_REPEAT", 9).max(1);
     let warmup = secs_from_env("NET_WARMUP", 1.0);
-    let secs = secs_from_env("NET_SECS", 5.0);
+    let secs = secs_from_env("NET_SECS", 2.0);
+    let pin = std::env::var("NET_PIN").is_ok_and(|v| v == "1");
     let client = match HttpClient::choose(
         env_usize("NET_HTTP_WRK_THREADS", 1).max(1),
         env_usize("NET_CLIENT_THREADS", 1).max(1),
@@ -97,27 +116,63 @@ fn main() {
     };
     println!(
         "net_http: {} | hyper \"hello\" on one server core | client: {} | \
-         {:.1} s warm-up + {:.1} s per row, {rounds} round(s) | load average before: {}",
+         {:.1} s warm-up per server, then {rounds} round(s) of one {:.1} s window per server, \
+         the servers taking turns | servers {} | load average before: {}",
         machine(),
         client.describe(conns),
         warmup.as_secs_f64(),
         secs.as_secs_f64(),
+        if pin {
+            "pinned to the first CPU (NET_PIN=1)"
+        } else {
+            "unpinned"
+        },
         loadavg()
     );
+    // Every selected server, started once; a server that fails to start
+    // is reported and left out.
+    let mut servers = Vec::new();
+    for runtime in RUNTIMES.into_iter().filter(|r| selected(r)) {
+        let args: &[&str] = if pin {
+            &["hyper", runtime, "--pin"]
+        } else {
+            &["hyper", runtime]
+        };
+        match Server::start(SERVER, args) {
+            Ok(server) => servers.push((runtime, server)),
+            Err(e) => println!("  {runtime:<17} SKIPPED: {e}"),
+        }
+    }
+    for (runtime, server) in &servers {
+        if let Err(e) = client.measure(
+            server,
+            server.addrs[0],
+            conns,
+            Duration::ZERO,
+            warmup,
+            false,
+        ) {
+            println!("  warm-up {runtime:<15} failed: {e}");
+        }
+    }
     let mut rows = Vec::new();
     for round in 0..rounds {
         // Each round starts with a different server, so that no server
         // always runs first (or last).
-        for k in 0..RUNTIMES.len() {
-            let runtime = RUNTIMES[(k + round) % RUNTIMES.len()];
-            if !selected(runtime) {
-                continue;
-            }
-            match run(runtime, &client, conns, warmup, secs) {
+        for k in 0..servers.len() {
+            let (runtime, server) = &servers[(k + round) % servers.len()];
+            let idle0 = cpu_of_others(&servers, server);
+            let measured =
+                client.measure(server, server.addrs[0], conns, Duration::ZERO, secs, false);
+            let idle1 = cpu_of_others(&servers, server);
+            match measured {
                 Ok(m) => {
+                    let idle = idle1.saturating_sub(idle0).as_secs_f64()
+                        / m.cpu_wall.as_secs_f64().max(1e-9);
                     println!(
                         "  round {round} {runtime:<17} {:>9.0} req/s  server CPU {:>5.2} s/s  \
-                         {:>9.0} req/CPU-s  p50 {:>7} µs  p99 {:>7} µs  client CPU {:>4.2} s/s{}",
+                         {:>9.0} req/CPU-s  p50 {:>7} µs  p99 {:>7} µs  client CPU {:>4.2} s/s  \
+                         idle CPU {idle:>4.2} s/s{}",
                         m.rps(),
                         m.cpu_share(),
                         m.per_cpu(),
@@ -136,6 +191,7 @@ fn main() {
             }
         }
     }
+    drop(servers);
     println!("load average after: {}", loadavg());
 
     println!();
@@ -185,15 +241,4 @@ fn yes_no(b: bool) -> &'static str {
     } else {
         "not met"
     }
-}
-
-fn run(
-    runtime: &'static str,
-    client: &HttpClient,
-    conns: usize,
-    warmup: Duration,
-    secs: Duration,
-) -> std::io::Result<Measured> {
-    let server = Server::start(SERVER, &["hyper", runtime])?;
-    client.measure(&server, server.addrs[0], conns, warmup, secs, false)
 }

@@ -286,6 +286,18 @@ impl Drop for Server {
     }
 }
 
+/// The CPU time so far of every server in `servers` but `measured`: what
+/// servers waiting their turn spend while `measured` is loaded (nothing,
+/// when they are parked in their poller). The benches whose servers take
+/// turns (`net_http`, `net_echo`) print it per window.
+pub fn cpu_of_others(servers: &[(&str, Server)], measured: &Server) -> Duration {
+    servers
+        .iter()
+        .filter(|(_, s)| s.pid() != measured.pid())
+        .map(|(_, s)| s.cpu_time())
+        .sum()
+}
+
 /// In the server: exit the process once stdin reaches end of file (the
 /// bench that started it closed it or died).
 pub fn exit_when_stdin_closes() {

@@ -50,7 +50,9 @@
 //! the end of a run).
 //!
 //! fairloop's cores are unpinned (the bench machine is shared) unless
-//! `--pin` is given.
+//! `--pin` is given. `--pin` on a one-core server of another runtime pins
+//! its one thread to the same CPU as fairloop's core 0 (the first CPU the
+//! process may use).
 //!
 //! The server prints `ready ADDR [ADDR]` on stdout once it listens (for
 //! `http`: the `/work` address, then the `/health` address) and serves
@@ -102,6 +104,12 @@ fn main() -> io::Result<()> {
     }
     raise_nofile();
     exit_when_stdin_closes();
+    if pin && cores.is_none() && !runtime.starts_with("fairloop") {
+        // A one-core peer runs on this thread: pin it where fairloop's
+        // core 0 goes with `--pin`, so that pinned rows compare like with
+        // like.
+        pin_to_first_cpu()?;
+    }
     match (kind.as_str(), runtime.as_str(), cores) {
         ("echo", "fairloop", Some(n)) => echo_fairloop::run_sharded(addr, buf, n, pin),
         ("echo", "tokio", Some(n)) => echo_tokio::run_multi(addr, buf, n),
@@ -380,6 +388,29 @@ mod echo_tokio {
             s.write_all(&buf[..n]).await?;
         }
     }
+}
+
+/// Pins the calling thread to the first CPU it may run on (the CPU that
+/// `pin_cores` gives fairloop's core 0).
+fn pin_to_first_cpu() -> io::Result<()> {
+    // SAFETY: `cpu_set_t` is plain data, valid all zero; both calls get
+    // its size and a pointer to it, and pid 0 is the calling thread.
+    unsafe {
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        let mut allowed: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, size, &mut allowed) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let first = (0..libc::CPU_SETSIZE as usize)
+            .find(|&cpu| libc::CPU_ISSET(cpu, &allowed))
+            .ok_or_else(|| io::Error::other("no CPU in this thread's affinity mask"))?;
+        let mut one: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(first, &mut one);
+        if libc::sched_setaffinity(0, size, &one) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// hyper's "hello": what both runtimes serve.
