@@ -2,7 +2,7 @@
 //! of *server* CPU time, and latency, fairloop against tokio.
 //!
 //! The server is a child process (`net_server hyper RUNTIME`), one per
-//! row: hyper's HTTP/1.1 server answering `GET /` with `200 OK` and
+//! row, started once: hyper's HTTP/1.1 server answering `GET /` with `200 OK` and
 //! `Hello, World!`, keep-alive, written the way a user writes it (a task
 //! per connection running `http1::Builder::new().serve_connection(io,
 //! service_fn(hello))`, `TCP_NODELAY`). Rows:
@@ -44,15 +44,13 @@
 //! whole seconds), the bench runs `NET_REPEAT` rounds (default 9), and in
 //! each round every server gets one measured window of `NET_SECS` s
 //! (default 2; whole seconds for wrk), the order rotating from round to
-//! round. On the shared VM the same server runs a few percent faster or
-//! slower from one spell to the next; rows that ran one after another for
-//! 5 s each, with a fresh server per row, put that drift into the ratio
-//! (per-round ratios of one 3-round run spread over 5 %). Windows of 2 s
-//! side by side put the two servers of a ratio in the same spell, and nine
-//! of them cost less time than three rows did. A server that waits its
-//! turn is idle (parked in its poller); the bench checks it: the other
-//! servers' CPU during each window is printed as "idle CPU" (0.00 s/s
-//! expected).
+//! round. So the two servers of a ratio are measured seconds apart, in the
+//! same spell of the shared VM (which runs the same server a few percent
+//! faster or slower from one spell to the next), and nine rounds take
+//! about the time that three rounds of fresh 5 s rows did. A server that
+//! waits its turn is idle (parked in its poller); the bench checks it: the
+//! other servers' CPU during each window is printed as "idle CPU" (0.00
+//! s/s expected).
 //!
 //! `NET_PIN=1` starts every server with `--pin`: fairloop's core, and the
 //! one thread of the others, on the first CPU (the client floats). The
