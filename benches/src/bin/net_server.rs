@@ -390,27 +390,20 @@ mod echo_tokio {
     }
 }
 
-/// Pins the calling thread to the first CPU it may run on (the CPU that
-/// `pin_cores` gives fairloop's core 0).
+/// Pins the calling thread to the CPU that `pin_cores` gives fairloop's
+/// core 0: the first of `core_affinity::get_core_ids()`, as the runtime's
+/// builder picks it.
 fn pin_to_first_cpu() -> io::Result<()> {
-    // SAFETY: `cpu_set_t` is plain data, valid all zero; both calls get
-    // its size and a pointer to it, and pid 0 is the calling thread.
-    unsafe {
-        let size = std::mem::size_of::<libc::cpu_set_t>();
-        let mut allowed: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, size, &mut allowed) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let first = (0..libc::CPU_SETSIZE as usize)
-            .find(|&cpu| libc::CPU_ISSET(cpu, &allowed))
-            .ok_or_else(|| io::Error::other("no CPU in this thread's affinity mask"))?;
-        let mut one: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(first, &mut one);
-        if libc::sched_setaffinity(0, size, &one) != 0 {
-            return Err(io::Error::last_os_error());
-        }
+    let first = core_affinity::get_core_ids()
+        .and_then(|ids| ids.first().copied())
+        .ok_or_else(|| io::Error::other("no CPU in this thread's affinity mask"))?;
+    if core_affinity::set_for_current(first) {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "could not pin this thread to {first:?}"
+        )))
     }
-    Ok(())
 }
 
 /// hyper's "hello": what both runtimes serve.
