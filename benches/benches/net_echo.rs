@@ -34,7 +34,7 @@
 //! benches' Rust client).
 
 use fairloop_benches::net::{
-    cpu_of_others, env_usize, load, loadavg, raise_nofile, secs_from_env, selected, Measured,
+    env_usize, load, loadavg, measure_in_turn, raise_nofile, secs_from_env, selected, Measured,
     Ratios, Server,
 };
 use fairloop_benches::{machine, us};
@@ -113,7 +113,6 @@ fn main() {
                 if !selected(&name) {
                     continue;
                 }
-                let idle0 = cpu_of_others(&servers, server);
                 let spec = load::Spec {
                     conns,
                     threads,
@@ -121,12 +120,11 @@ fn main() {
                     secs,
                     per_thread: false,
                 };
-                let measured = load::run(server, server.addrs[0], load::Work::Echo { size }, &spec);
-                let idle1 = cpu_of_others(&servers, server);
+                let measured = measure_in_turn(&servers, server, || {
+                    load::run(server, server.addrs[0], load::Work::Echo { size }, &spec)
+                });
                 match measured {
-                    Ok(m) => {
-                        let idle = idle1.saturating_sub(idle0).as_secs_f64()
-                            / m.cpu_wall.as_secs_f64().max(1e-9);
+                    Ok((m, idle)) => {
                         println!(
                             "  round {round} {name:<20} {:>9.0} req/s  server CPU {:>5.2} s/s  \
                              {:>9.0} req/CPU-s  p50 {:>7} µs  p99 {:>7} µs  idle CPU {idle:>4.2} s/s",

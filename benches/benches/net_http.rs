@@ -2,10 +2,10 @@
 //! of *server* CPU time, and latency, fairloop against tokio.
 //!
 //! The server is a child process (`net_server hyper RUNTIME`), one per
-//! row, started once: hyper's HTTP/1.1 server answering `GET /` with `200 OK` and
-//! `Hello, World!`, keep-alive, written the way a user writes it (a task
-//! per connection running `http1::Builder::new().serve_connection(io,
-//! service_fn(hello))`, `TCP_NODELAY`). Rows:
+//! row, started once: hyper's HTTP/1.1 server answering `GET /` with
+//! `200 OK` and `Hello, World!`, keep-alive, written the way a user writes
+//! it (a task per connection running `http1::Builder::new()
+//! .serve_connection(io, service_fn(hello))`, `TCP_NODELAY`). Rows:
 //!
 //! * `fairloop`: `cores(1)`, unpinned; fairloop's `TcpStream` handed to
 //!   hyper directly (the `hyper` feature's `hyper::rt::{Read, Write}`).
@@ -81,7 +81,7 @@
 use std::time::Duration;
 
 use fairloop_benches::net::{
-    cpu_of_others, env_usize, loadavg, median, raise_nofile, secs_from_env, selected, HttpClient,
+    env_usize, loadavg, measure_in_turn, median, raise_nofile, secs_from_env, selected, HttpClient,
     Measured, Ratios, Server,
 };
 use fairloop_benches::{machine, us};
@@ -159,14 +159,11 @@ fn main() {
         // always runs first (or last).
         for k in 0..servers.len() {
             let (runtime, server) = &servers[(k + round) % servers.len()];
-            let idle0 = cpu_of_others(&servers, server);
-            let measured =
-                client.measure(server, server.addrs[0], conns, Duration::ZERO, secs, false);
-            let idle1 = cpu_of_others(&servers, server);
+            let measured = measure_in_turn(&servers, server, || {
+                client.measure(server, server.addrs[0], conns, Duration::ZERO, secs, false)
+            });
             match measured {
-                Ok(m) => {
-                    let idle = idle1.saturating_sub(idle0).as_secs_f64()
-                        / m.cpu_wall.as_secs_f64().max(1e-9);
+                Ok((m, idle)) => {
                     println!(
                         "  round {round} {runtime:<17} {:>9.0} req/s  server CPU {:>5.2} s/s  \
                          {:>9.0} req/CPU-s  p50 {:>7} µs  p99 {:>7} µs  client CPU {:>4.2} s/s  \

@@ -286,16 +286,27 @@ impl Drop for Server {
     }
 }
 
-/// The CPU time so far of every server in `servers` but `measured`: what
-/// servers waiting their turn spend while `measured` is loaded (nothing,
-/// when they are parked in their poller). The benches whose servers take
-/// turns (`net_http`, `net_echo`) print it per window.
-pub fn cpu_of_others(servers: &[(&str, Server)], measured: &Server) -> Duration {
-    servers
-        .iter()
-        .filter(|(_, s)| s.pid() != measured.pid())
-        .map(|(_, s)| s.cpu_time())
-        .sum()
+/// Runs `measure`, a window of load on `measured` (one of `servers`), and
+/// returns its result with the CPU the other servers spent meanwhile, in
+/// CPU seconds per second of the window: what servers waiting their turn
+/// cost (nothing, when they are parked in their poller). The benches whose
+/// servers take turns (`net_http`, `net_echo`) print it per window.
+pub fn measure_in_turn(
+    servers: &[(&str, Server)],
+    measured: &Server,
+    measure: impl FnOnce() -> io::Result<Measured>,
+) -> io::Result<(Measured, f64)> {
+    let others = || -> Duration {
+        servers
+            .iter()
+            .filter(|(_, s)| s.pid() != measured.pid())
+            .map(|(_, s)| s.cpu_time())
+            .sum()
+    };
+    let before = others();
+    let m = measure()?;
+    let idle = others().saturating_sub(before).as_secs_f64() / m.cpu_wall.as_secs_f64().max(1e-9);
+    Ok((m, idle))
 }
 
 /// In the server: exit the process once stdin reaches end of file (the
