@@ -15,27 +15,32 @@
 //! With `--features tokio-compat`, the row `fairloop-compat` is the same
 //! fairloop server on a runtime with `Builder::tokio_compat(true)`.
 //!
-//! A filter picks rows by name (`fairloop`, `mio`, `64B`, ...). Every
-//! selected server starts once and stays up, and the servers take turns:
-//! each row opens its connections, runs `NET_WARMUP` s (default 0.5) of
-//! warm-up, then `NET_SECS` s (default 3) of measurement, while the other
-//! servers wait idle (their CPU over the window is printed as "idle CPU":
-//! 0.00 s/s expected). `NET_REPEAT` (default 1) runs that many rounds of
-//! every row, rotating the order of the servers, and reports medians and
-//! ranges; ratios are taken within a round. With servers that stay up,
-//! rounds of short rows put the two servers of a ratio in the same spell
-//! of the shared machine (see `net_http`).
+//! A filter picks rows by name (`fairloop`, `mio`, `64B`, ...). The
+//! servers take turns: each row opens its connections, runs `NET_WARMUP` s
+//! (default 0.5) of warm-up, then `NET_SECS` s (default 3) of measurement,
+//! while the other servers wait idle (their CPU over the window is printed
+//! as "idle CPU": 0.00 s/s expected). `NET_REPEAT` (default 1) runs that
+//! many rounds of every row, rotating the order of the servers, and
+//! reports medians and ranges; ratios are taken within a round. Rounds of
+//! short rows put the two servers of a ratio in the same spell of the
+//! shared machine. The rounds are split into `NET_INSTANCES` runs (default
+//! 3, at most one per round), every server started afresh for each, so
+//! that no process's own speed biases the whole result (see `net_http`).
 //!
 //! `NET_ECHO_BUF=BYTES` gives every server that read buffer (`net_server
 //! echo RUNTIME --buf BYTES`; 4096 to 65536 are the issue's "reasonable
 //! user buffers"); unset, the servers use their default of 16 KiB.
 //!
+//! `NET_BASELINE=PATH` adds the row `baseline`: the `fairloop` server of
+//! another `net_server` build, to measure a change against the build
+//! before it in the same run (`fairloop_benches::net::baseline_server`).
+//!
 //! The client is [`fairloop_benches::net::load`] (shared with the HTTP
 //! benches' Rust client).
 
 use fairloop_benches::net::{
-    env_usize, load, loadavg, measure_in_turn, raise_nofile, secs_from_env, selected, Measured,
-    Ratios, Server,
+    baseline_server, env_usize, instance_runs, load, loadavg, measure_in_turn, raise_nofile,
+    secs_from_env, selected, Measured, Ratios, Server, BASELINE,
 };
 use fairloop_benches::{machine, us};
 
@@ -80,73 +85,84 @@ fn main() {
             .map_or("16384 B (default)".into(), |b| format!("{b} B")),
         loadavg()
     );
-    // Every selected server, started once (an echo server serves any
-    // message size); a server that fails to start is reported and left out.
-    let mut servers = Vec::new();
-    for runtime in RUNTIMES {
-        // `fairloop-compat` (tokio_compat on) needs the feature.
-        let built = runtime != "fairloop-compat" || cfg!(feature = "tokio-compat");
-        if !built
-            || !SIZES
+    let baseline = baseline_server();
+    let mut names: Vec<&'static str> = RUNTIMES.to_vec();
+    if baseline.is_some() {
+        names.push(BASELINE);
+    }
+    // `fairloop-compat` (tokio_compat on) needs the feature.
+    names.retain(|&runtime| {
+        (runtime != "fairloop-compat" || cfg!(feature = "tokio-compat"))
+            && SIZES
                 .iter()
                 .any(|size| selected(&format!("{runtime} {size}B")))
-        {
-            continue;
-        }
-        let mut args = vec!["echo", runtime];
-        if let Some(b) = buf.as_deref() {
-            args.extend(["--buf", b]);
-        }
-        match Server::start(SERVER, &args) {
-            Ok(server) => servers.push((runtime, server)),
-            Err(e) => println!("  {runtime:<20} SKIPPED: {e}"),
-        }
-    }
+    });
     let mut rows = Vec::new();
-    for round in 0..rounds {
-        for size in SIZES {
-            // Each round starts with a different server, so that no server
-            // always runs first (or last) in a size's series.
-            for k in 0..servers.len() {
-                let (runtime, server) = &servers[(k + round) % servers.len()];
-                let name = format!("{runtime} {size}B");
-                if !selected(&name) {
-                    continue;
-                }
-                let spec = load::Spec {
-                    conns,
-                    threads,
-                    warmup,
-                    secs,
-                    per_thread: false,
-                };
-                let measured = measure_in_turn(&servers, server, || {
-                    load::run(server, server.addrs[0], load::Work::Echo { size }, &spec)
-                });
-                match measured {
-                    Ok((m, idle)) => {
-                        println!(
-                            "  round {round} {name:<20} {:>9.0} req/s  server CPU {:>5.2} s/s  \
-                             {:>9.0} req/CPU-s  p50 {:>7} µs  p99 {:>7} µs  idle CPU {idle:>4.2} s/s",
-                            m.rps(),
-                            m.cpu_share(),
-                            m.per_cpu(),
-                            us(m.p50),
-                            us(m.p99)
-                        );
-                        rows.push(Row {
-                            runtime,
-                            round,
-                            size,
-                            m,
-                        });
+    for (run, run_rounds) in instance_runs(rounds).into_iter().enumerate() {
+        // Every selected server, started afresh for each run (an echo
+        // server serves any message size; see `instance_runs`); one that
+        // fails to start is reported and left out of the run.
+        let mut servers = Vec::new();
+        for k in 0..names.len() {
+            let runtime = names[(k + run) % names.len()];
+            let (exe, as_runtime) = match &baseline {
+                Some(exe) if runtime == BASELINE => (exe.as_str(), "fairloop"),
+                _ => (SERVER, runtime),
+            };
+            let mut args = vec!["echo", as_runtime];
+            if let Some(b) = buf.as_deref() {
+                args.extend(["--buf", b]);
+            }
+            match Server::start(exe, &args) {
+                Ok(server) => servers.push((runtime, server)),
+                Err(e) => println!("  {runtime:<20} SKIPPED: {e}"),
+            }
+        }
+        for round in run_rounds {
+            for size in SIZES {
+                // Each round starts with a different server, so that no
+                // server always runs first (or last) in a size's series.
+                for k in 0..servers.len() {
+                    let (runtime, server) = &servers[(k + round) % servers.len()];
+                    let name = format!("{runtime} {size}B");
+                    if !selected(&name) {
+                        continue;
                     }
-                    Err(e) => println!("  round {round} {name:<20} SKIPPED: {e}"),
+                    let spec = load::Spec {
+                        conns,
+                        threads,
+                        warmup,
+                        secs,
+                        per_thread: false,
+                    };
+                    let measured = measure_in_turn(&servers, server, || {
+                        load::run(server, server.addrs[0], load::Work::Echo { size }, &spec)
+                    });
+                    match measured {
+                        Ok((m, idle)) => {
+                            println!(
+                                "  round {round} {name:<20} {:>9.0} req/s  server CPU {:>5.2} s/s  \
+                                 {:>9.0} req/CPU-s  p50 {:>7} µs  p99 {:>7} µs  \
+                                 idle CPU {idle:>4.2} s/s",
+                                m.rps(),
+                                m.cpu_share(),
+                                m.per_cpu(),
+                                us(m.p50),
+                                us(m.p99)
+                            );
+                            rows.push(Row {
+                                runtime,
+                                round,
+                                size,
+                                m,
+                            });
+                        }
+                        Err(e) => println!("  round {round} {name:<20} SKIPPED: {e}"),
+                    }
                 }
             }
         }
     }
-    drop(servers);
     println!("load average after: {}", loadavg());
 
     // Medians over the rounds, with the range.
@@ -156,7 +172,7 @@ fn main() {
     );
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for size in SIZES {
-        for runtime in RUNTIMES {
+        for &runtime in &names {
             let mine: Vec<&Measured> = rows
                 .iter()
                 .filter(|r| r.runtime == runtime && r.size == size)
@@ -177,7 +193,7 @@ fn main() {
          for p99 the ratio is peer / fairloop):"
     );
     for size in SIZES {
-        for peer in RUNTIMES.iter().filter(|&&r| r != "fairloop") {
+        for peer in names.iter().filter(|&&r| r != "fairloop") {
             let pairs = Ratios::pairs(rounds, peer, |name, round| {
                 rows.iter()
                     .find(|r| r.runtime == name && r.size == size && r.round == round)

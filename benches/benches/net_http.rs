@@ -2,9 +2,10 @@
 //! of *server* CPU time, and latency, fairloop against tokio.
 //!
 //! The server is a child process (`net_server hyper RUNTIME`), one per
-//! row, started once: hyper's HTTP/1.1 server answering `GET /` with
-//! `200 OK` and `Hello, World!`, keep-alive, written the way a user writes
-//! it (a task per connection running `http1::Builder::new()
+//! row, started afresh for each run (below): hyper's HTTP/1.1 server
+//! answering `GET /` with `200 OK` and `Hello, World!`, keep-alive,
+//! written the way a user writes it (a task per connection running
+//! `http1::Builder::new()
 //! .serve_connection(io, service_fn(hello))`, `TCP_NODELAY`). Rows:
 //!
 //! * `fairloop`: `cores(1)`, unpinned; fairloop's `TcpStream` handed to
@@ -39,18 +40,23 @@
 //! both with one thread put it level or behind), so the default is one
 //! thread for both: client and server do not compete for a CPU.
 //!
-//! **The servers take turns.** Every selected server starts once and
-//! stays up; after `NET_WARMUP` s of load each (default 1; wrk rounds up to
-//! whole seconds), the bench runs `NET_REPEAT` rounds (default 9), and in
-//! each round every server gets one measured window of `NET_SECS` s
-//! (default 2; whole seconds for wrk), the order rotating from round to
-//! round. So the two servers of a ratio are measured seconds apart, in the
-//! same spell of the shared VM (which runs the same server a few percent
-//! faster or slower from one spell to the next), and nine rounds take
-//! about the time that three rounds of fresh 5 s rows did. A server that
-//! waits its turn is idle (parked in its poller); the bench checks it: the
-//! other servers' CPU during each window is printed as "idle CPU" (0.00
-//! s/s expected).
+//! **The servers take turns.** The bench runs `NET_REPEAT` rounds
+//! (default 9), and in each round every selected server gets one measured
+//! window of `NET_SECS` s (default 2; whole seconds for wrk), the order
+//! rotating from round to round. So the two servers of a ratio are
+//! measured seconds apart, in the same spell of the shared VM (which runs
+//! the same server a few percent faster or slower from one spell to the
+//! next). A server that waits its turn is idle (parked in its poller); the
+//! bench checks it: the other servers' CPU during each window is printed
+//! as "idle CPU" (0.00 s/s expected).
+//!
+//! **Fresh processes.** The rounds are split into `NET_INSTANCES` runs
+//! (default 3: rounds 0-2, 3-5, 6-8), and every server is started afresh
+//! for each run and warmed up for `NET_WARMUP` s (default 1; wrk rounds up
+//! to whole seconds). A server process has a speed of its own, about 1.6 %
+//! either way on the bench VM (`fairloop_benches::net::instance_runs`), so
+//! a run that kept one process per server would carry that bias in every
+//! round; over fresh processes it averages out.
 //!
 //! `NET_PIN=1` starts every server with `--pin`: fairloop's core, and the
 //! one thread of the others, on the first CPU (the client floats). The
@@ -75,14 +81,17 @@
 //! ```
 //!
 //! Filters pick rows by name (`fairloop`, `tokio`, `fairloop-tokioio`).
+//! `NET_BASELINE=PATH` adds the row `baseline`: the `fairloop` server of
+//! another `net_server` build, to measure a change against the build
+//! before it in the same run (`fairloop_benches::net::baseline_server`).
 //! The target (issue 12): fairloop ≥ 1.05× tokio in requests per server
 //! CPU-second, with a p99 no worse than tokio's.
 
 use std::time::Duration;
 
 use fairloop_benches::net::{
-    env_usize, loadavg, measure_in_turn, median, raise_nofile, secs_from_env, selected, HttpClient,
-    Measured, Ratios, Server,
+    baseline_server, env_usize, instance_runs, loadavg, measure_in_turn, median, raise_nofile,
+    secs_from_env, selected, HttpClient, Measured, Ratios, Server, BASELINE,
 };
 use fairloop_benches::{machine, us};
 
@@ -114,12 +123,14 @@ fn main() {
     };
     println!(
         "net_http: {} | hyper \"hello\" on one server core | client: {} | \
-         {:.1} s warm-up per server, then {rounds} round(s) of one {:.1} s window per server, \
-         the servers taking turns | servers {} | load average before: {}",
+         {rounds} round(s) of one {:.1} s window per server, the servers taking turns, \
+         over {} fresh start(s) of every server, each warmed up for {:.1} s | servers {} | \
+         load average before: {}",
         machine(),
         client.describe(conns),
-        warmup.as_secs_f64(),
         secs.as_secs_f64(),
+        instance_runs(rounds).len(),
+        warmup.as_secs_f64(),
         if pin {
             "pinned to the first CPU (NET_PIN=1)"
         } else {
@@ -127,72 +138,85 @@ fn main() {
         },
         loadavg()
     );
-    // Every selected server, started once; a server that fails to start
-    // is reported and left out.
-    let mut servers = Vec::new();
-    for runtime in RUNTIMES.into_iter().filter(|r| selected(r)) {
-        let args: &[&str] = if pin {
-            &["hyper", runtime, "--pin"]
-        } else {
-            &["hyper", runtime]
-        };
-        match Server::start(SERVER, args) {
-            Ok(server) => servers.push((runtime, server)),
-            Err(e) => println!("  {runtime:<17} SKIPPED: {e}"),
-        }
+    let baseline = baseline_server();
+    let mut names: Vec<&'static str> = RUNTIMES.to_vec();
+    if baseline.is_some() {
+        names.push(BASELINE);
     }
-    for (runtime, server) in &servers {
-        if let Err(e) = client.measure(
-            server,
-            server.addrs[0],
-            conns,
-            Duration::ZERO,
-            warmup,
-            false,
-        ) {
-            println!("  warm-up {runtime:<15} failed: {e}");
-        }
-    }
+    let names: Vec<&'static str> = names.into_iter().filter(|r| selected(r)).collect();
     let mut rows = Vec::new();
-    for round in 0..rounds {
-        // Each round starts with a different server, so that no server
-        // always runs first (or last).
-        for k in 0..servers.len() {
-            let (runtime, server) = &servers[(k + round) % servers.len()];
-            let measured = measure_in_turn(&servers, server, || {
-                client.measure(server, server.addrs[0], conns, Duration::ZERO, secs, false)
-            });
-            match measured {
-                Ok((m, idle)) => {
-                    println!(
-                        "  round {round} {runtime:<17} {:>9.0} req/s  server CPU {:>5.2} s/s  \
-                         {:>9.0} req/CPU-s  p50 {:>7} µs  p99 {:>7} µs  client CPU {:>4.2} s/s  \
-                         idle CPU {idle:>4.2} s/s{}",
-                        m.rps(),
-                        m.cpu_share(),
-                        m.per_cpu(),
-                        us(m.p50),
-                        us(m.p99),
-                        m.client_share(),
-                        if m.note.is_empty() {
-                            String::new()
-                        } else {
-                            format!("  ({})", m.note)
-                        }
-                    );
-                    rows.push(Row { runtime, round, m });
+    for (run, run_rounds) in instance_runs(rounds).into_iter().enumerate() {
+        // Every selected server, started afresh for each run (see
+        // `instance_runs`); one that fails to start is reported and left
+        // out of the run.
+        let mut servers = Vec::new();
+        for k in 0..names.len() {
+            let runtime = names[(k + run) % names.len()];
+            let (exe, as_runtime) = match &baseline {
+                Some(exe) if runtime == BASELINE => (exe.as_str(), "fairloop"),
+                _ => (SERVER, runtime),
+            };
+            let args: &[&str] = if pin {
+                &["hyper", as_runtime, "--pin"]
+            } else {
+                &["hyper", as_runtime]
+            };
+            match Server::start(exe, args) {
+                Ok(server) => servers.push((runtime, server)),
+                Err(e) => println!("  {runtime:<17} SKIPPED: {e}"),
+            }
+        }
+        for (runtime, server) in &servers {
+            if let Err(e) = client.measure(
+                server,
+                server.addrs[0],
+                conns,
+                Duration::ZERO,
+                warmup,
+                false,
+            ) {
+                println!("  warm-up {runtime:<15} failed: {e}");
+            }
+        }
+        for round in run_rounds {
+            // Each round starts with a different server, so that no server
+            // always runs first (or last).
+            for k in 0..servers.len() {
+                let (runtime, server) = &servers[(k + round) % servers.len()];
+                let measured = measure_in_turn(&servers, server, || {
+                    client.measure(server, server.addrs[0], conns, Duration::ZERO, secs, false)
+                });
+                match measured {
+                    Ok((m, idle)) => {
+                        println!(
+                            "  round {round} {runtime:<17} {:>9.0} req/s  server CPU {:>5.2} s/s  \
+                             {:>9.0} req/CPU-s  p50 {:>7} µs  p99 {:>7} µs  client CPU {:>4.2} s/s  \
+                             idle CPU {idle:>4.2} s/s{}",
+                            m.rps(),
+                            m.cpu_share(),
+                            m.per_cpu(),
+                            us(m.p50),
+                            us(m.p99),
+                            m.client_share(),
+                            if m.note.is_empty() {
+                                String::new()
+                            } else {
+                                format!("  ({})", m.note)
+                            }
+                        );
+                        rows.push(Row { runtime, round, m });
+                    }
+                    Err(e) => println!("  round {round} {runtime:<17} SKIPPED: {e}"),
                 }
-                Err(e) => println!("  round {round} {runtime:<17} SKIPPED: {e}"),
             }
         }
     }
-    drop(servers);
     println!("load average after: {}", loadavg());
 
     println!();
     println!("| server | req/s | req per server CPU-s | server CPU (s/s) | p50 µs | p99 µs |");
     println!("|---|---:|---:|---:|---:|---:|");
-    for runtime in RUNTIMES {
+    for &runtime in &names {
         let mine: Vec<&Measured> = rows
             .iter()
             .filter(|r| r.runtime == runtime)
@@ -208,7 +232,7 @@ fn main() {
         "ratios fairloop / peer, per round, median [min-max] (above 1.0: fairloop better; \
          for p99 the ratio is peer / fairloop):"
     );
-    for peer in RUNTIMES.iter().filter(|&&r| r != "fairloop") {
+    for peer in names.iter().filter(|&&r| r != "fairloop") {
         let pairs = Ratios::pairs(rounds, peer, |name, round| {
             rows.iter()
                 .find(|r| r.runtime == name && r.round == round)

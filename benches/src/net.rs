@@ -565,6 +565,38 @@ pub fn selected(name: &str) -> bool {
             .any(|f| f.split_whitespace().all(|w| words.contains(&w)))
 }
 
+/// The rounds `0..rounds` split into `NET_INSTANCES` runs of consecutive
+/// rounds (default 3, at most one per round): the benches whose servers
+/// take turns start every server afresh for each run.
+///
+/// Why: a server process has a speed of its own. The same `net_server`
+/// build, started twice and measured against itself in 40 alternating
+/// rounds, gave 1.017 in requests per CPU-second, and over 8 fresh pairs
+/// its ratio spread with a standard deviation of 1.6 % (where its pages
+/// and buffers landed, on the 2-CPU VM). One process per server therefore
+/// biases a whole run by about that much however many rounds it has;
+/// fresh processes turn that bias into noise that the rounds average out.
+pub fn instance_runs(rounds: usize) -> Vec<std::ops::Range<usize>> {
+    let runs = env_usize("NET_INSTANCES", 3).clamp(1, rounds.max(1));
+    (0..runs)
+        .map(|i| (i * rounds / runs)..((i + 1) * rounds / runs))
+        .collect()
+}
+
+/// The row name of the baseline server: see [`baseline_server`].
+pub const BASELINE: &str = "baseline";
+
+/// `NET_BASELINE=PATH`: another build of `net_server` (say, of the commit
+/// before a change, built with `cargo build --release -p fairloop-benches
+/// --bin net_server` and copied aside), whose `fairloop` server the
+/// networking benches run as one more row, [`BASELINE`], taking turns with
+/// the others. The ratio `fairloop / baseline` is then a change's effect
+/// measured in the same spell of the machine as the comparison with the
+/// peers, instead of across two runs that the VM's drift apart.
+pub fn baseline_server() -> Option<String> {
+    std::env::var("NET_BASELINE").ok().filter(|p| !p.is_empty())
+}
+
 /// Minimal HTTP/1.1: just enough for `GET` with keep-alive and a
 /// `Content-Length` on every response. The same code serves both HTTP
 /// servers (fairloop and tokio) and the client, so the parsing is never
