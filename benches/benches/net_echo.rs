@@ -39,8 +39,8 @@
 //! benches' Rust client).
 
 use fairloop_benches::net::{
-    baseline_server, env_usize, instance_runs, load, loadavg, measure_in_turn, raise_nofile,
-    secs_from_env, selected, Measured, Ratios, Server, BASELINE,
+    env_usize, instance_runs, load, loadavg, measure_in_turn, raise_nofile, secs_from_env,
+    selected, Lineup, Measured, Ratios,
 };
 use fairloop_benches::{machine, us};
 
@@ -85,39 +85,24 @@ fn main() {
             .map_or("16384 B (default)".into(), |b| format!("{b} B")),
         loadavg()
     );
-    let baseline = baseline_server();
-    let mut names: Vec<&'static str> = RUNTIMES.to_vec();
-    if baseline.is_some() {
-        names.push(BASELINE);
-    }
-    // `fairloop-compat` (tokio_compat on) needs the feature.
-    names.retain(|&runtime| {
+    // `fairloop-compat` (tokio_compat on) needs the feature; a server
+    // serves every message size.
+    let lineup = Lineup::new(&RUNTIMES, |runtime| {
         (runtime != "fairloop-compat" || cfg!(feature = "tokio-compat"))
             && SIZES
                 .iter()
                 .any(|size| selected(&format!("{runtime} {size}B")))
     });
+    let names = lineup.names();
     let mut rows = Vec::new();
     for (run, run_rounds) in instance_runs(rounds).into_iter().enumerate() {
-        // Every selected server, started afresh for each run (an echo
-        // server serves any message size; see `instance_runs`); one that
-        // fails to start is reported and left out of the run.
-        let mut servers = Vec::new();
-        for k in 0..names.len() {
-            let runtime = names[(k + run) % names.len()];
-            let (exe, as_runtime) = match &baseline {
-                Some(exe) if runtime == BASELINE => (exe.as_str(), "fairloop"),
-                _ => (SERVER, runtime),
-            };
-            let mut args = vec!["echo", as_runtime];
+        let servers = lineup.start(run, SERVER, |runtime| {
+            let mut args = vec!["echo".to_string(), runtime.to_string()];
             if let Some(b) = buf.as_deref() {
-                args.extend(["--buf", b]);
+                args.extend(["--buf".to_string(), b.to_string()]);
             }
-            match Server::start(exe, &args) {
-                Ok(server) => servers.push((runtime, server)),
-                Err(e) => println!("  {runtime:<20} SKIPPED: {e}"),
-            }
-        }
+            args
+        });
         for round in run_rounds {
             for size in SIZES {
                 // Each round starts with a different server, so that no
@@ -172,7 +157,7 @@ fn main() {
     );
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for size in SIZES {
-        for &runtime in &names {
+        for &runtime in names {
             let mine: Vec<&Measured> = rows
                 .iter()
                 .filter(|r| r.runtime == runtime && r.size == size)

@@ -90,8 +90,8 @@
 use std::time::Duration;
 
 use fairloop_benches::net::{
-    baseline_server, env_usize, instance_runs, loadavg, measure_in_turn, median, raise_nofile,
-    secs_from_env, selected, HttpClient, Measured, Ratios, Server, BASELINE,
+    env_usize, instance_runs, loadavg, measure_in_turn, median, raise_nofile, secs_from_env,
+    selected, HttpClient, Lineup, Measured, Ratios,
 };
 use fairloop_benches::{machine, us};
 
@@ -138,34 +138,17 @@ fn main() {
         },
         loadavg()
     );
-    let baseline = baseline_server();
-    let mut names: Vec<&'static str> = RUNTIMES.to_vec();
-    if baseline.is_some() {
-        names.push(BASELINE);
-    }
-    let names: Vec<&'static str> = names.into_iter().filter(|r| selected(r)).collect();
+    let lineup = Lineup::new(&RUNTIMES, selected);
+    let names = lineup.names();
     let mut rows = Vec::new();
     for (run, run_rounds) in instance_runs(rounds).into_iter().enumerate() {
-        // Every selected server, started afresh for each run (see
-        // `instance_runs`); one that fails to start is reported and left
-        // out of the run.
-        let mut servers = Vec::new();
-        for k in 0..names.len() {
-            let runtime = names[(k + run) % names.len()];
-            let (exe, as_runtime) = match &baseline {
-                Some(exe) if runtime == BASELINE => (exe.as_str(), "fairloop"),
-                _ => (SERVER, runtime),
-            };
-            let args: &[&str] = if pin {
-                &["hyper", as_runtime, "--pin"]
-            } else {
-                &["hyper", as_runtime]
-            };
-            match Server::start(exe, args) {
-                Ok(server) => servers.push((runtime, server)),
-                Err(e) => println!("  {runtime:<17} SKIPPED: {e}"),
+        let servers = lineup.start(run, SERVER, |runtime| {
+            let mut args = vec!["hyper".to_string(), runtime.to_string()];
+            if pin {
+                args.push("--pin".into());
             }
-        }
+            args
+        });
         for (runtime, server) in &servers {
             if let Err(e) = client.measure(
                 server,
@@ -216,7 +199,7 @@ fn main() {
     println!();
     println!("| server | req/s | req per server CPU-s | server CPU (s/s) | p50 µs | p99 µs |");
     println!("|---|---:|---:|---:|---:|---:|");
-    for &runtime in &names {
+    for &runtime in names {
         let mine: Vec<&Measured> = rows
             .iter()
             .filter(|r| r.runtime == runtime)

@@ -583,6 +583,59 @@ pub fn instance_runs(rounds: usize) -> Vec<std::ops::Range<usize>> {
         .collect()
 }
 
+/// The servers a bench whose servers take turns compares: its rows, and
+/// [`BASELINE`] when `NET_BASELINE` names another build.
+pub struct Lineup {
+    names: Vec<&'static str>,
+    baseline: Option<String>,
+}
+
+impl Lineup {
+    /// The `runtimes` that `keep` selects, and [`BASELINE`] (if
+    /// `NET_BASELINE` is set and `keep` selects it too).
+    pub fn new(runtimes: &[&'static str], keep: impl Fn(&str) -> bool) -> Lineup {
+        let baseline = baseline_server();
+        let mut names = runtimes.to_vec();
+        if baseline.is_some() {
+            names.push(BASELINE);
+        }
+        names.retain(|name| keep(name));
+        Lineup { names, baseline }
+    }
+
+    /// The rows, in order.
+    pub fn names(&self) -> &[&'static str] {
+        &self.names
+    }
+
+    /// Starts every server afresh for run `run` (see [`instance_runs`]),
+    /// the order rotated by `run`: `exe` with `args(runtime)` for a row,
+    /// the baseline build with `args("fairloop")` for [`BASELINE`]. One
+    /// that fails to start is reported and left out of the run.
+    pub fn start(
+        &self,
+        run: usize,
+        exe: &str,
+        args: impl Fn(&str) -> Vec<String>,
+    ) -> Vec<(&'static str, Server)> {
+        let mut servers = Vec::new();
+        for k in 0..self.names.len() {
+            let name = self.names[(k + run) % self.names.len()];
+            let (exe, runtime) = match &self.baseline {
+                Some(baseline) if name == BASELINE => (baseline.as_str(), "fairloop"),
+                _ => (exe, name),
+            };
+            let args = args(runtime);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            match Server::start(exe, &args) {
+                Ok(server) => servers.push((name, server)),
+                Err(e) => println!("  {name:<20} SKIPPED: {e}"),
+            }
+        }
+        servers
+    }
+}
+
 /// The row name of the baseline server: see [`baseline_server`].
 pub const BASELINE: &str = "baseline";
 
