@@ -94,6 +94,13 @@ fn main() {
                 .any(|size| selected(&format!("{runtime} {size}B")))
     });
     let names = lineup.names();
+    let spec = load::Spec {
+        conns,
+        threads,
+        warmup,
+        secs,
+        per_thread: false,
+    };
     let mut rows = Vec::new();
     for (run, run_rounds) in instance_runs(rounds).into_iter().enumerate() {
         let servers = lineup.start(run, SERVER, |runtime| {
@@ -113,13 +120,6 @@ fn main() {
                     if !selected(&name) {
                         continue;
                     }
-                    let spec = load::Spec {
-                        conns,
-                        threads,
-                        warmup,
-                        secs,
-                        per_thread: false,
-                    };
                     let measured = measure_in_turn(&servers, server, || {
                         load::run(server, server.addrs[0], load::Work::Echo { size }, &spec)
                     });

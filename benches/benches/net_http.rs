@@ -5,8 +5,8 @@
 //! row, started afresh for each run (below): hyper's HTTP/1.1 server
 //! answering `GET /` with `200 OK` and `Hello, World!`, keep-alive,
 //! written the way a user writes it (a task per connection running
-//! `http1::Builder::new()
-//! .serve_connection(io, service_fn(hello))`, `TCP_NODELAY`). Rows:
+//! `http1::Builder::new().serve_connection(io, service_fn(hello))`,
+//! `TCP_NODELAY`). Rows:
 //!
 //! * `fairloop`: `cores(1)`, unpinned; fairloop's `TcpStream` handed to
 //!   hyper directly (the `hyper` feature's `hyper::rt::{Read, Write}`).
